@@ -1,0 +1,168 @@
+"""rtstyle's command line: parses arguments and calls library functions, nothing more.
+
+Each subcommand is a pair: `add_<name>(subparsers)` declares its options, `run_<name>(args) -> exit code`
+calls into `rtstyle`, `train` or `engines`. Errors the user can fix are raised by the library with a
+message and printed here without a traceback (exit code 2); partial failures (some files could not be
+translated) exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+MODEL_HELP = (
+    "a weights file (.safetensors or reference .pth) or a model name looked up in the store "
+    "($RTSTYLE_HOME/models, default ~/.cache/rtstyle/models)"
+)
+
+
+# --- translate --------------------------------------------------------------------------------------------
+def add_translate(sub) -> None:
+    p = sub.add_parser("translate", help="translate image files, folders or globs",
+                       description="Translate images; writes OUT/<stem>.png at each input's own size.")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--size", default="native",
+                   help="'native' (pad to a multiple of 4, crop back) or N (resize short side to N) [native]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+
+def run_translate(args) -> int:
+    from rtstyle.backends import create_backend
+    from rtstyle.paths import IMAGE_SUFFIXES, expand_inputs
+    from rtstyle.transforms import parse_size
+    from rtstyle.translate import translate_images
+
+    size = parse_size(args.size)
+    inputs = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    backend = create_backend("torch", args.model, device=args.device)
+    console.print(f"[bold]{len(inputs)}[/] image(s) with {args.model} "
+                  f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}")
+
+    def on_done(src, dst, error):
+        if error:
+            console.print(f"[red]skipped[/] {src}: {error}")
+        else:
+            console.print(f"{src} -> {dst}")
+
+    report = translate_images(inputs, backend, args.out, size=size, overwrite=args.overwrite, on_done=on_done)
+    console.print(f"[bold]{len(report.written)}[/] written to {args.out}, [bold]{len(report.failed)}[/] failed")
+    return 1 if report.failed else 0
+
+
+# --- import-weights ---------------------------------------------------------------------------------------
+def add_import_weights(sub) -> None:
+    p = sub.add_parser("import-weights", help="convert a reference CycleGAN .pth into the model store",
+                       description="Convert a reference .pth generator (official download or "
+                                   "latest_net_G_A.pth) into the native format in the store.")
+    p.add_argument("file", type=Path, help="the .pth file")
+    p.add_argument("--name", required=True, help="name to store it under (then --model NAME)")
+    p.add_argument("--direction", help="what it translates, e.g. horse->zebra (known for official names)")
+    p.add_argument("--train-size", type=int, default=256, help="crop size it was trained at [256]")
+    p.add_argument("--overwrite", action="store_true", help="replace a stored model of the same name")
+
+
+def run_import_weights(args) -> int:
+    from rtstyle.store import OFFICIAL_DIRECTIONS, store_dir
+    from rtstyle.weights import ModelInfo, load_reference_pth, save_generator
+
+    target = store_dir() / f"{args.name}.safetensors"
+    if target.exists() and not args.overwrite:
+        console.print(f"[red]error:[/] {target} exists; pass --overwrite to replace it")
+        return 2
+    generator, info = load_reference_pth(args.file)
+    direction = args.direction or OFFICIAL_DIRECTIONS.get(args.name) or OFFICIAL_DIRECTIONS.get(args.file.stem)
+    info = ModelInfo(config=info.config, direction=direction, train_size=args.train_size, name=args.name,
+                     extra=info.extra)
+    save_generator(generator, target, info)
+    console.print(f"imported {args.file} ({info.config.ngf} filters, {info.config.n_blocks} blocks, "
+                  f"{direction or 'direction unknown'}) -> {target}")
+    return 0
+
+
+# --- download ---------------------------------------------------------------------------------------------
+def add_download(sub) -> None:
+    from rtstyle.store import OFFICIAL_DIRECTIONS
+
+    p = sub.add_parser("download", help="download an official CycleGAN pretrained generator",
+                       description="Download an official pretrained generator into the store. "
+                                   f"Names: {', '.join(OFFICIAL_DIRECTIONS)}. "
+                                   "RTSTYLE_MODEL_URL may point at a mirror.")
+    p.add_argument("name", choices=list(OFFICIAL_DIRECTIONS), metavar="NAME", help="official model name")
+    p.add_argument("--overwrite", action="store_true", help="download again even if stored")
+
+
+def run_download(args) -> int:
+    from rtstyle.download import download_official_model
+
+    path = download_official_model(args.name, overwrite=args.overwrite)
+    console.print(f"stored {args.name} -> {path}")
+    return 0
+
+
+# --- models -----------------------------------------------------------------------------------------------
+def add_models(sub) -> None:
+    sub.add_parser("models", help="list the models --model can name")
+
+
+def run_models(args) -> int:
+    from rtstyle.store import resolve_model, store_dir, stored_models
+    from rtstyle.weights import WeightsError, load_model
+
+    console.print(f"model store: {store_dir()}")
+    for name in stored_models():
+        try:
+            _, info = load_model(name)
+            print(f"{name}\t{info.direction or '?'}\tngf={info.config.ngf} blocks={info.config.n_blocks}"
+                  f"\t{resolve_model(name)}")
+        except WeightsError as e:
+            print(f"{name}\tunreadable: {e}")
+    return 0
+
+
+COMMANDS = {
+    "translate": (add_translate, run_translate),
+    "import-weights": (add_import_weights, run_import_weights),
+    "download": (add_download, run_download),
+    "models": (add_models, run_models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cli.py", description="rtstyle: CycleGAN translation for images, video files and live streams.",
+        epilog="Models are looked up by name in $RTSTYLE_HOME/models (default ~/.cache/rtstyle/models).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rtstyle.backends import BackendUnavailable
+    from rtstyle.download import DownloadError
+    from rtstyle.paths import InputError
+    from rtstyle.store import ModelNotFound
+    from rtstyle.weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError) as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

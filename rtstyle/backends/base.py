@@ -1,0 +1,40 @@
+"""The one call every inference backend answers: `backend(batch) -> translated`.
+
+A backend wraps a compiled or eager generator. Subclasses implement `infer` on generator tensors
+((b, 3, h, w) float32 in [-1, 1], h and w multiples of 4, on the CPU); `__call__` also accepts uint8 RGB
+frames (b, h, w, 3) and returns uint8 frames, using the pure functions of `rtstyle.transforms`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..transforms import frames_to_tensor, tensor_to_frames
+from ..weights import ModelInfo
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's library or device is missing; the message says what to install."""
+
+
+class Backend:
+    name = "base"
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) -> (b, 3, h, w), float32 on CPU
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for the console: backend, device, precision."""
+        return self.name
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        if isinstance(batch, torch.Tensor):
+            return self.infer(batch)
+        arr = np.asarray(batch)
+        single = arr.ndim == 3
+        out = tensor_to_frames(self.infer(frames_to_tensor(arr)))  # (b, h, w, 3) uint8
+        return out[0] if single else out

@@ -1,0 +1,34 @@
+"""Turning command-line inputs (files, folders, globs) into an ordered list of files."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
+
+
+class InputError(FileNotFoundError):
+    """An input that names nothing; the message says what was expected."""
+
+
+def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders' files with `suffixes` (sorted), globs' matches; duplicates dropped, order kept."""
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not matches:
+                raise InputError(f"folder {path} holds no files ending in {', '.join(suffixes)}")
+        elif path.is_file():
+            matches = [path]
+        elif glob.has_magic(item):
+            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+            if not matches:
+                raise InputError(f"pattern {item!r} matches no file")
+        else:
+            raise InputError(f"input not found: {item} (expected a file, a folder or a glob pattern)")
+        found.extend(matches)
+    return list(dict.fromkeys(found))

@@ -1,0 +1,86 @@
+"""The model store: where named models live and how a `--model` value becomes a file.
+
+`--model` takes a path (.safetensors or .pth) or a name. Names are looked up among the models bundled with
+the package (`rtstyle/assets/`), then in the store directory: `$RTSTYLE_HOME/models`, by default
+`~/.cache/rtstyle/models`. `python cli.py download NAME` and `import-weights` fill the store.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth")
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+
+# The 18 official CycleGAN pretrained generators (reference scripts/download_cyclegan_model.sh) and the
+# translation each performs.
+OFFICIAL_DIRECTIONS: dict[str, str] = {
+    "apple2orange": "apple->orange",
+    "orange2apple": "orange->apple",
+    "summer2winter_yosemite": "summer->winter",
+    "winter2summer_yosemite": "winter->summer",
+    "horse2zebra": "horse->zebra",
+    "zebra2horse": "zebra->horse",
+    "monet2photo": "monet->photo",
+    "style_monet": "photo->monet",
+    "style_cezanne": "photo->cezanne",
+    "style_ukiyoe": "photo->ukiyoe",
+    "style_vangogh": "photo->vangogh",
+    "sat2map": "satellite->map",
+    "map2sat": "map->satellite",
+    "cityscapes_photo2label": "photo->label",
+    "cityscapes_label2photo": "label->photo",
+    "facades_photo2label": "photo->label",
+    "facades_label2photo": "label->photo",
+    "iphone2dslr_flower": "iphone->dslr",
+}
+
+
+class ModelNotFound(FileNotFoundError):
+    """A --model value that names no file and no stored model; the message says how to get one."""
+
+
+def rtstyle_home() -> Path:
+    return Path(os.environ.get("RTSTYLE_HOME") or Path.home() / ".cache" / "rtstyle")
+
+
+def store_dir() -> Path:
+    return rtstyle_home() / "models"
+
+
+def stored_models() -> list[str]:
+    """Names available to --model: bundled assets and everything in the store."""
+    names = set()
+    for folder in (ASSETS_DIR, store_dir()):
+        if folder.is_dir():
+            names.update(p.stem for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES)
+    return sorted(names)
+
+
+def _looks_like_path(spec: str) -> bool:
+    return os.sep in spec or "/" in spec or Path(spec).suffix in WEIGHT_SUFFIXES + (".pt",)
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """Path of the weights that `spec` (a path or a store name) refers to."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    spec = str(spec)
+    if _looks_like_path(spec):
+        raise ModelNotFound(f"model file not found: {path}")
+    for folder in (ASSETS_DIR, store_dir()):
+        for suffix in WEIGHT_SUFFIXES:
+            candidate = folder / f"{spec}{suffix}"
+            if candidate.is_file():
+                return candidate
+    available = stored_models()
+    how = (
+        f"download it with `python cli.py download {spec}`"
+        if spec in OFFICIAL_DIRECTIONS
+        else "import a .pth with `python cli.py import-weights FILE.pth --name NAME`, "
+        "train one with `python cli.py train`, or pass a file path"
+    )
+    listing = ", ".join(available) if available else "(empty)"
+    raise ModelNotFound(f"no model named {spec!r} in the store {store_dir()}: {how}. Available: {listing}")
