@@ -22,6 +22,20 @@ MODEL_HELP = (
 )
 
 
+def add_backend_args(p) -> None:
+    from rtstyle.backends import BackendOptions
+    from rtstyle.config import add_dataclass_args
+
+    add_dataclass_args(p, BackendOptions)
+
+
+def backend_from_args(args):
+    from rtstyle.backends import BackendOptions, create_backend
+    from rtstyle.config import dataclass_from_args
+
+    return create_backend(args.model, dataclass_from_args(BackendOptions, args))
+
+
 # --- translate --------------------------------------------------------------------------------------------
 def add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate image files, folders or globs",
@@ -31,19 +45,18 @@ def add_translate(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--size", default="native",
                    help="'native' (pad to a multiple of 4, crop back) or N (resize short side to N) [native]")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    add_backend_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
 
 
 def run_translate(args) -> int:
-    from rtstyle.backends import create_backend
     from rtstyle.paths import IMAGE_SUFFIXES, expand_inputs
     from rtstyle.transforms import parse_size
     from rtstyle.translate import translate_images
 
     size = parse_size(args.size)
     inputs = expand_inputs(args.inputs, IMAGE_SUFFIXES)
-    backend = create_backend("torch", args.model, device=args.device)
+    backend = backend_from_args(args)
     console.print(f"[bold]{len(inputs)}[/] image(s) with {args.model} "
                   f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}")
 

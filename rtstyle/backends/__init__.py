@@ -1,29 +1,40 @@
 """Registry of inference backends: one module per runtime, imported only when asked for.
 
-`create_backend(name, model)` returns a `Backend`; heavy optional libraries (onnxruntime, openvino,
-tensorrt) are imported inside their own module so `import rtstyle` works without them.
+`create_backend(model, options)` returns a `Backend` (see `base.py` for the call every backend answers).
+Heavy optional libraries (onnxruntime, openvino, tensorrt) are imported inside their own module so
+`import rtstyle` works without them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 
 from ..weights import load_model
 from .base import Backend, BackendUnavailable
 
-BACKENDS = ("torch",)
+BACKENDS = ("auto", "torch")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def create_backend(name: str, model: str, device: str = "cpu") -> Backend:
-    """Load `model` (path or store name) into backend `name`."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    if name == "torch":
-        from .torch_backend import TorchBackend
+@dataclass(frozen=True)
+class BackendOptions:
+    """How to run a generator; shared by translate, video, webcam and benchmark."""
 
-        generator, info = load_model(model)
-        return TorchBackend(generator, info, device=resolve_device(device))
-    raise AssertionError(name)
+    backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
+
+
+def create_backend(model: str, options: BackendOptions = BackendOptions()) -> Backend:
+    """Load `model` (path or store name) into the backend `options` ask for."""
+    if options.backend not in BACKENDS:
+        raise ValueError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
+    from .torch_backend import TorchBackend
+
+    generator, info = load_model(model)
+    return TorchBackend(generator, info, device=resolve_device(options.device))
 
 
 def resolve_device(device: str) -> str:
@@ -35,4 +46,4 @@ def resolve_device(device: str) -> str:
     return device
 
 
-__all__ = ["BACKENDS", "Backend", "BackendUnavailable", "create_backend", "resolve_device"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "BackendUnavailable", "create_backend", "resolve_device"]
