@@ -8,12 +8,14 @@ loads as a generator) is it moved into place. Any failure removes the temporary 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from .store import OFFICIAL_DIRECTIONS, store_dir
@@ -43,7 +45,7 @@ def download_file(url: str, dest: Path, timeout: float = 30.0, quiet: bool = Fal
             total = int(resp.headers.get("Content-Length") or 0) or None
             columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                        TimeRemainingColumn())
-            with Progress(*columns, disable=quiet, transient=True) as progress:
+            with Progress(*columns, disable=quiet, transient=True, console=Console(stderr=True)) as progress:
                 task = progress.add_task(dest.name, total=total)
                 received = 0
                 while chunk := resp.read(CHUNK):
@@ -52,11 +54,11 @@ def download_file(url: str, dest: Path, timeout: float = 30.0, quiet: bool = Fal
                     received += len(chunk)
                     progress.update(task, advance=len(chunk))
             if total is not None and received != total:
-                raise DownloadError(f"{url}: connection closed after {received} of {total} bytes")
+                raise DownloadError(f"could not download {url}: connection closed after {received} of {total} bytes")
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         Path(tmp).unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
         raise DownloadError(f"could not download {url}: {reason}") from e

@@ -1,0 +1,125 @@
+"""Model store lookups, `import-weights`, and `download` against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from rtstyle import ResnetGenerator, load_model
+
+
+class _Server:
+    """Serves files from a folder; paths under /truncated/ announce more bytes than they send."""
+
+    def __init__(self, root: Path):
+        root_dir = root
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server API)
+                name = self.path.rsplit("/", 1)[-1]
+                path = root_dir / name
+                if not path.is_file() or self.path.startswith("/missing/"):
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                truncated = self.path.startswith("/truncated/")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if truncated else data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    torch.manual_seed(0)
+    torch.save(ResnetGenerator(ngf=4, n_blocks=9).state_dict(), served / "horse2zebra.pth")
+    (served / "zebra2horse.pth").write_bytes(b"<html>not a model</html>")
+    s = _Server(served)
+    yield s
+    s.close()
+
+
+def _store_files(store: Path) -> list[str]:
+    return sorted(p.name for p in store.rglob("*")) if store.exists() else []
+
+
+def test_download_from_mirror_verifies_and_stores_native_weights(server, isolated_store):
+    result = run_cli("download", "horse2zebra", env=_env(server.url))
+    assert result.returncode == 0, result.stderr
+    assert _store_files(isolated_store) == ["horse2zebra.safetensors"]
+    generator, info = load_model("horse2zebra")
+    assert info.direction == "horse->zebra" and info.config.ngf == 4
+    assert info.extra["source_url"].endswith("/horse2zebra.pth") and len(info.extra["sha256"]) == 64
+    # Named models now resolve for other commands, and a second download refuses to overwrite.
+    assert run_cli("download", "horse2zebra", env=_env(server.url)).returncode == 2
+
+
+@pytest.mark.parametrize("base", ["{url}/missing", "{url}/truncated", "http://127.0.0.1:{closed}"])
+def test_download_failures_exit_nonzero_explain_and_leave_nothing(server, isolated_store, base):
+    url = base.format(url=server.url, closed=_closed_port())
+    result = run_cli("download", "horse2zebra", env=_env(url))
+    assert result.returncode == 2
+    assert "could not download" in result.stderr and "import-weights" in result.stderr
+    assert _store_files(isolated_store) == []
+
+
+def test_download_of_something_that_is_not_a_generator_leaves_nothing(server, isolated_store):
+    result = run_cli("download", "zebra2horse", env=_env(server.url))
+    assert result.returncode == 2 and "not a CycleGAN generator" in result.stderr
+    assert _store_files(isolated_store) == []
+
+
+def test_download_without_network_says_what_to_do(isolated_store):
+    # The default URL: unreachable on this machine (no internet) and in CI.
+    result = run_cli("download", "style_monet", env=_env(None), timeout=120)
+    assert result.returncode == 2
+    assert "could not download" in result.stderr and "import-weights" in result.stderr
+    assert _store_files(isolated_store) == []
+
+
+def test_import_weights_then_use_by_name(tmp_path, isolated_store):
+    g = ResnetGenerator(ngf=4, n_blocks=6)
+    torch.save({f"module.{k}": v for k, v in g.state_dict().items()}, tmp_path / "latest_net_G_A.pth")
+    result = run_cli("import-weights", tmp_path / "latest_net_G_A.pth", "--name", "mine", "--direction", "cat->dog")
+    assert result.returncode == 0, result.stderr
+    _, info = load_model("mine")
+    assert info.direction == "cat->dog" and info.config.n_blocks == 6
+    again = run_cli("import-weights", tmp_path / "latest_net_G_A.pth", "--name", "mine")
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    listing = run_cli("models")
+    assert listing.returncode == 0 and "mine\tcat->dog" in listing.stdout
+
+
+def _env(url: str | None) -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.pop("RTSTYLE_MODEL_URL", None)
+    if url:
+        env["RTSTYLE_MODEL_URL"] = url
+    return env
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
