@@ -141,11 +141,93 @@ def run_models(args) -> int:
     return 0
 
 
+# --- datasets ---------------------------------------------------------------------------------------------
+def add_datasets(sub) -> None:
+    p = sub.add_parser("datasets", help="make the offline demo dataset or download an official one")
+    dsub = p.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
+    make = dsub.add_parser("make-demo", help="build the unpaired demo dataset from photos shipped in packages",
+                           description="Domain A: crops of photos from scikit-image/scikit-learn; domain B: "
+                                       "crops of other photos through the 'vintage' colour transform; testB is "
+                                       "the transformed testA (paired ground truth). Needs the [data] extra.")
+    make.add_argument("--out", type=Path, required=True, help="dataset folder to create")
+    make.add_argument("--seed", type=int, default=0, help="random seed (same seed, same dataset) [0]")
+    make.add_argument("--train-per-domain", type=int, default=400, help="training crops per domain [400]")
+    make.add_argument("--test-count", type=int, default=40, help="paired test crops [40]")
+    make.add_argument("--crop", type=int, default=144, help="crop side in pixels [144]")
+    make.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
+    dl = dsub.add_parser("download", help="download an official CycleGAN dataset (reference layout)")
+    dl.add_argument("name", help="horse2zebra, monet2photo, ... (see the error for the full list)")
+    dl.add_argument("--root", type=Path, default=Path("datasets"), help="folder to put NAME/ in [datasets]")
+
+
+def run_datasets(args) -> int:
+    from train.datasets import download_dataset, make_demo_dataset
+
+    if args.datasets_command == "make-demo":
+        summary = make_demo_dataset(args.out, seed=args.seed, train_per_domain=args.train_per_domain,
+                                    test_count=args.test_count, size=args.crop, overwrite=args.overwrite)
+        console.print(f"demo dataset in {args.out}: {summary['counts']} ({summary['transform']})")
+    else:
+        console.print(f"dataset {args.name} -> {download_dataset(args.name, args.root)}")
+    return 0
+
+
+# --- evaluate ---------------------------------------------------------------------------------------------
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (PSNR/SSIM or cycle error)",
+                       description="With paired ground truth (testB/NAME = translation of testA/NAME) reports "
+                                   "PSNR and SSIM next to the identity baseline; otherwise, given "
+                                   "--model-back, the cycle-consistency error on testA.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--dataroot", required=True, type=Path, help="dataset folder with testA (and testB)")
+    p.add_argument("--model-back", help="the reverse generator (B->A), for the cycle-consistency score")
+    p.add_argument("--size", default="native", help="processing size: native or short side N [native]")
+    p.add_argument("--json", type=Path, help="also write the scores as JSON here")
+    add_backend_args(p)
+
+
+def run_evaluate(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from rtstyle.backends import BackendOptions, create_backend
+    from rtstyle.config import dataclass_from_args
+    from rtstyle.transforms import parse_size
+    from train.evaluate import as_record, evaluate_cycle, evaluate_paired, has_paired_ground_truth
+
+    size = parse_size(args.size)
+    backend = backend_from_args(args)
+    table = Table(title=f"{args.model} on {args.dataroot}")
+    if has_paired_ground_truth(args.dataroot):
+        scores = evaluate_paired(backend, args.dataroot, size)
+        for col in ("images", "PSNR model", "PSNR identity", "SSIM model", "SSIM identity"):
+            table.add_column(col, justify="right")
+        table.add_row(str(scores.images), f"{scores.psnr:.2f} dB", f"{scores.identity_psnr:.2f} dB",
+                      f"{scores.ssim:.4f}", f"{scores.identity_ssim:.4f}")
+    elif args.model_back:
+        back = create_backend(args.model_back, dataclass_from_args(BackendOptions, args))
+        scores = evaluate_cycle(backend, back, args.dataroot, size)
+        for col in ("images", "cycle L1", "cycle PSNR"):
+            table.add_column(col, justify="right")
+        table.add_row(str(scores.images), f"{scores.cycle_l1:.4f}", f"{scores.cycle_psnr:.2f} dB")
+    else:
+        raise ValueError(f"{args.dataroot} has no paired ground truth (testB with testA's file names); "
+                         "pass --model-back with the reverse generator to score cycle consistency")
+    Console().print(table)
+    if args.json:
+        record = as_record(scores) | {"model": str(args.model), "dataroot": str(args.dataroot)}
+        args.json.write_text(json.dumps(record, indent=2))
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
     "download": (add_download, run_download),
     "models": (add_models, run_models),
+    "datasets": (add_datasets, run_datasets),
+    "evaluate": (add_evaluate, run_evaluate),
 }
 
 
@@ -169,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError) as e:
+    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
+            FileNotFoundError, FileExistsError, ModuleNotFoundError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
     except KeyboardInterrupt:

@@ -60,7 +60,10 @@ def download_file(url: str, dest: Path, timeout: float = 30.0, quiet: bool = Fal
         os.replace(tmp, dest)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         Path(tmp).unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
+        if isinstance(e, urllib.error.HTTPError):
+            reason = f"HTTP {e.code} {e.reason}"
+        else:
+            reason = getattr(e, "reason", None) or e
         raise DownloadError(f"could not download {url}: {reason}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

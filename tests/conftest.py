@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -40,3 +42,38 @@ def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedP
     """Run `python cli.py ARGS` as a user would, from the project root."""
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+class StaticServer:
+    """A real HTTP server on 127.0.0.1 serving the files of a folder by name.
+
+    Paths under /missing/ answer 404; paths under /truncated/ announce more bytes than they send.
+    """
+
+    def __init__(self, root: Path):
+        root_dir = root
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server API)
+                name = self.path.rsplit("/", 1)[-1]
+                path = root_dir / name
+                if not path.is_file() or self.path.startswith("/missing/"):
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                truncated = self.path.startswith("/truncated/")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data[: len(data) // 2] if truncated else data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -2,48 +2,14 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import StaticServer, run_cli
 from rtstyle import ResnetGenerator, load_model
-
-
-class _Server:
-    """Serves files from a folder; paths under /truncated/ announce more bytes than they send."""
-
-    def __init__(self, root: Path):
-        root_dir = root
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server API)
-                name = self.path.rsplit("/", 1)[-1]
-                path = root_dir / name
-                if not path.is_file() or self.path.startswith("/missing/"):
-                    self.send_error(404)
-                    return
-                data = path.read_bytes()
-                truncated = self.path.startswith("/truncated/")
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data[: len(data) // 2] if truncated else data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -53,7 +19,7 @@ def server(tmp_path):
     torch.manual_seed(0)
     torch.save(ResnetGenerator(ngf=4, n_blocks=9).state_dict(), served / "horse2zebra.pth")
     (served / "zebra2horse.pth").write_bytes(b"<html>not a model</html>")
-    s = _Server(served)
+    s = StaticServer(served)
     yield s
     s.close()
 

@@ -1,0 +1,153 @@
+"""The offline demo dataset, official dataset download, and `evaluate`'s paired and cycle scores."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import StaticServer, run_cli
+from rtstyle import ModelInfo
+from rtstyle.backends import Backend
+from rtstyle.images import read_image
+from rtstyle.transforms import frames_to_tensor, tensor_to_frames
+from train import datasets
+from train.evaluate import evaluate_paired
+
+SMALL = dict(train_per_domain=8, test_count=4, size=32)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_make_demo_is_deterministic_for_a_seed_and_laid_out_like_the_reference(tmp_path):
+    a = datasets.make_demo_dataset(tmp_path / "a", seed=3, **SMALL)
+    datasets.make_demo_dataset(tmp_path / "b", seed=3, **SMALL)
+    datasets.make_demo_dataset(tmp_path / "c", seed=4, **SMALL)
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert _tree(tmp_path / "a") != _tree(tmp_path / "c")
+    assert a["counts"] == {"trainA": 8, "trainB": 8, "testA": 4, "testB": 4}
+    for split in ("trainA", "trainB", "testA", "testB"):
+        assert len(list((tmp_path / "a" / split).glob("*.png"))) == a["counts"][split]
+    assert read_image(tmp_path / "a" / "trainA" / "0000.png").shape == (32, 32, 3)
+
+
+def test_demo_domains_come_from_disjoint_photos_and_test_is_paired():
+    a, b, t = ({p for _, p in s} for s in (datasets.PHOTOS_A, datasets.PHOTOS_B, datasets.PHOTOS_TEST))
+    assert not (a & b) and not (a & t) and not (b & t)
+
+
+def test_testb_is_the_vintage_transform_of_testa(tmp_path):
+    datasets.make_demo_dataset(tmp_path / "d", seed=0, **SMALL)
+    for src in sorted((tmp_path / "d" / "testA").glob("*.png")):
+        assert np.array_equal(read_image(tmp_path / "d" / "testB" / src.name), datasets.vintage(read_image(src)))
+
+
+def test_vintage_is_a_visible_change():
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    out = datasets.vintage(rgb)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb).mean() > 20
+
+
+def test_make_demo_refuses_to_replace_a_nonempty_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("mine")
+    result = run_cli("datasets", "make-demo", "--out", tmp_path / "d", "--train-per-domain", "2", "--test-count", "1")
+    assert result.returncode == 2 and "--overwrite" in result.stderr
+    assert (tmp_path / "d" / "keep.txt").read_text() == "mine"
+
+
+class _Identity(Backend):
+    name = "identity"
+
+    def infer(self, x):
+        return x
+
+
+class _Vintage(Backend):
+    """The known transform as a backend: a perfect model of the demo dataset."""
+
+    name = "vintage"
+
+    def infer(self, x):
+        return frames_to_tensor(np.stack([datasets.vintage(f) for f in tensor_to_frames(x)]))
+
+
+def test_identity_scores_exactly_the_baseline_and_the_known_transform_is_perfect(tmp_path, tiny_generator):
+    datasets.make_demo_dataset(tmp_path / "d", seed=0, **SMALL)
+    info = ModelInfo(config=tiny_generator.config)
+    ident = evaluate_paired(_Identity(info), tmp_path / "d")
+    assert ident.images == 4
+    assert ident.psnr == ident.identity_psnr and ident.ssim == ident.identity_ssim
+    assert 10 < ident.identity_psnr < 40
+    perfect = evaluate_paired(_Vintage(info), tmp_path / "d")
+    assert perfect.psnr == float("inf") and perfect.ssim == pytest.approx(1.0)
+
+
+def test_evaluate_cli_paired_and_cycle(tmp_path, tiny_model_path):
+    datasets.make_demo_dataset(tmp_path / "d", seed=0, **SMALL)
+    out = tmp_path / "scores.json"
+    result = run_cli("evaluate", "--model", tiny_model_path, "--dataroot", tmp_path / "d", "--json", out)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["kind"] == "paired" and record["images"] == 4 and record["identity_psnr"] > 10
+    # Without paired ground truth: cycle consistency needs the reverse model.
+    (tmp_path / "d" / "testB" / "0000.png").unlink()
+    result = run_cli("evaluate", "--model", tiny_model_path, "--dataroot", tmp_path / "d")
+    assert result.returncode == 2 and "--model-back" in result.stderr
+    result = run_cli("evaluate", "--model", tiny_model_path, "--model-back", tiny_model_path, "--dataroot",
+                     tmp_path / "d", "--json", out)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert record["kind"] == "cycle" and record["images"] == 4 and record["cycle_l1"] > 0
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+def test_dataset_download_from_mirror_and_its_failures(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    png = (tmp_path / "x.png")
+    from rtstyle.images import write_image
+
+    write_image(png, np.zeros((4, 4, 3), np.uint8))
+    _zip(served / "mini.zip", {f"mini/{d}/a.png": png.read_bytes() for d in ("trainA", "trainB", "testA", "testB")})
+    _zip(served / "facades.zip", {"facades/trainA/a.png": png.read_bytes()})  # no trainB
+    (served / "maps.zip").write_bytes(b"not a zip")
+    server = StaticServer(served)
+    try:
+        env = _env(server.url)
+        root = tmp_path / "datasets"
+        ok = run_cli("datasets", "download", "mini", "--root", root, env=env)
+        assert ok.returncode == 0, ok.stderr
+        assert sorted(p.name for p in (root / "mini").iterdir()) == ["testA", "testB", "trainA", "trainB"]
+        for name, message in [("facades", "lacks ['trainB']"), ("maps", "not a zip"), ("horse2zebra", "404")]:
+            bad = run_cli("datasets", "download", name, "--root", root, env=env)
+            assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+            assert "by hand" in bad.stderr
+        assert sorted(p.name for p in root.iterdir()) == ["mini"]  # nothing partial left
+    finally:
+        server.close()
+
+
+def _env(url: str) -> dict:
+    import os
+
+    return dict(os.environ, RTSTYLE_DATASET_URL=url)
+
+
+def test_tiny_generator_fixture_is_deterministic(tiny_generator):
+    torch.manual_seed(0)
+    from rtstyle import ResnetGenerator
+
+    assert torch.equal(ResnetGenerator(tiny_generator.config).model[1].weight, tiny_generator.model[1].weight)

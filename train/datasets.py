@@ -1,0 +1,172 @@
+"""Datasets in the reference layout (trainA, trainB, testA, testB): the offline demo set and official downloads.
+
+`make_demo_dataset` builds an unpaired set from real photographs that ship inside scikit-image and
+scikit-learn, so it works with no internet. Domain A is crops of some photos; domain B is crops of *other*
+photos (disjoint sources, so training is truly unpaired) passed through `vintage`, a documented colour
+transformation. Because the transformation is known, testB holds the transformed versions of exactly the
+testA crops (same file names): a paired ground truth that makes quality measurable (`train.evaluate`).
+`download_dataset` fetches the official CycleGAN datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import zipfile
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rtstyle.download import DownloadError, download_file
+from rtstyle.images import write_image
+
+# (package, path inside it) of the colour photographs used, split by role. The two motorcycle images are
+# a stereo pair of one scene, so they stay in the same domain.
+PHOTOS_A = [("skimage", "data/astronaut.png"), ("skimage", "data/coffee.png"),
+            ("skimage", "data/motorcycle_left.png"), ("skimage", "data/motorcycle_right.png")]
+PHOTOS_B = [("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg"),
+            ("skimage", "data/hubble_deep_field.jpg"), ("skimage", "data/retina.jpg")]
+PHOTOS_TEST = [("skimage", "data/chelsea.png"), ("skimage", "data/rocket.jpg")]
+
+# Classic sepia matrix (rows give output R, G, B from input R, G, B).
+SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
+
+OFFICIAL_DATASETS = ("apple2orange", "summer2winter_yosemite", "horse2zebra", "monet2photo", "cezanne2photo",
+                     "ukiyoe2photo", "vangogh2photo", "maps", "cityscapes", "facades", "iphone2dslr_flower",
+                     "ae_photos", "mini")
+# Reference: datasets/download_cyclegan_dataset.sh. RTSTYLE_DATASET_URL points at a mirror of NAME.zip files.
+OFFICIAL_DATASET_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/datasets"
+
+
+def vintage(rgb: np.ndarray) -> np.ndarray:
+    """Domain B's transformation: 85% sepia toning blended with 15% of the original, then a gentle S-curve.
+
+    Pixel-wise and deterministic: uint8 RGB (..., 3) -> uint8 RGB (..., 3).
+    """
+    x = rgb.astype(np.float32) / 255.0
+    y = 0.85 * np.clip(x @ SEPIA.T, 0.0, 1.0) + 0.15 * x
+    y = y + 0.12 * np.sin(2 * np.pi * y) / (2 * np.pi) * -1  # S-curve: darker shadows, brighter highlights
+    return (np.clip(y, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def load_photo(package: str, rel: str) -> np.ndarray:
+    """A photograph shipped inside `package`, as RGB uint8."""
+    try:
+        path = resources.files(package) / rel
+        data = np.frombuffer(path.read_bytes(), np.uint8)
+    except (ModuleNotFoundError, FileNotFoundError) as e:
+        raise ModuleNotFoundError(
+            f"the demo dataset needs photos from {package} ({rel}): install them with "
+            "`pip install -e '.[data]'` (scikit-image, scikit-learn)"
+        ) from e
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def random_crops(photo: np.ndarray, count: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """`count` square crops of random scale (window size..2*size, capped by the photo), resized to size."""
+    h, w = photo.shape[:2]
+    crops = []
+    for _ in range(count):
+        window = int(rng.integers(size, min(2 * size, h, w) + 1)) if min(h, w) > size else min(h, w)
+        y = int(rng.integers(0, h - window + 1))
+        x = int(rng.integers(0, w - window + 1))
+        crop = photo[y:y + window, x:x + window]
+        crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) if window != size else crop)
+    return crops
+
+
+def make_demo_dataset(out: Path, seed: int = 0, train_per_domain: int = 400, test_count: int = 40,
+                      size: int = 144, overwrite: bool = False) -> dict:
+    """Write the demo dataset to `out` (trainA, trainB, testA, testB + dataset.json); returns its summary."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
+    rng = np.random.default_rng(seed)
+    splits: dict[str, list[np.ndarray]] = {
+        "trainA": _crops_from(PHOTOS_A, train_per_domain, size, rng),
+        "trainB": [vintage(c) for c in _crops_from(PHOTOS_B, train_per_domain, size, rng)],
+    }
+    test = _crops_from(PHOTOS_TEST, test_count, size, rng)
+    splits["testA"], splits["testB"] = test, [vintage(c) for c in test]
+    with tempfile.TemporaryDirectory(dir=_parent(out)) as tmp:
+        staging = Path(tmp) / "dataset"
+        for split, crops in splits.items():
+            for i, crop in enumerate(crops):
+                write_image(staging / split / f"{i:04d}.png", crop)
+        summary = {
+            "name": "demo-vintage",
+            "seed": seed,
+            "size": size,
+            "counts": {k: len(v) for k, v in splits.items()},
+            "transform": "train.datasets.vintage: 85% sepia + 15% original, then an S-curve",
+            "paired_test": "testB/NAME is vintage(testA/NAME)",
+            "sources": {"A": [p for _, p in PHOTOS_A], "B": [p for _, p in PHOTOS_B],
+                        "test": [p for _, p in PHOTOS_TEST]},
+        }
+        (staging / "dataset.json").write_text(json.dumps(summary, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    return summary
+
+
+def _crops_from(photos, total: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    per_photo = [total // len(photos) + (i < total % len(photos)) for i in range(len(photos))]
+    crops: list[np.ndarray] = []
+    for (package, rel), n in zip(photos, per_photo):
+        crops += random_crops(load_photo(package, rel), n, size, rng)
+    return crops
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.parent
+
+
+def download_dataset(name: str, root: Path, base_url: str | None = None, quiet: bool = False) -> Path:
+    """Fetch official dataset `name` into `root/name` (trainA, trainB, testA, testB); nothing partial is left."""
+    import os
+
+    if name not in OFFICIAL_DATASETS:
+        raise DownloadError(f"unknown dataset {name!r}; choose one of: {', '.join(OFFICIAL_DATASETS)}")
+    target = Path(root) / name
+    if target.exists():
+        raise DownloadError(f"{target} already exists; remove it or choose another --root")
+    base = base_url or os.environ.get("RTSTYLE_DATASET_URL") or OFFICIAL_DATASET_URL
+    url = f"{base.rstrip('/')}/{name}.zip"
+    manual = (f"To install it by hand, download {url} on a machine with internet access and unzip it so that "
+              f"{target}/trainA and {target}/trainB exist.")
+    with tempfile.TemporaryDirectory(dir=_parent(target)) as tmp:
+        archive = Path(tmp) / f"{name}.zip"
+        try:
+            download_file(url, archive, quiet=quiet)
+        except DownloadError as e:
+            raise DownloadError(f"{e}. {manual}") from e
+        staging = Path(tmp) / "extract"
+        try:
+            with zipfile.ZipFile(archive) as zf:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise DownloadError(f"{url}: archive member {bad} is corrupt. {manual}")
+                _safe_extract(zf, staging)
+        except zipfile.BadZipFile as e:
+            raise DownloadError(f"{url}: not a zip archive ({e}). {manual}") from e
+        inner = staging / name if (staging / name).is_dir() else staging
+        missing = [d for d in ("trainA", "trainB") if not (inner / d).is_dir()]
+        if missing:
+            raise DownloadError(f"{url}: archive lacks {missing}; expected the reference layout. {manual}")
+        inner.rename(target)
+    return target
+
+
+def _safe_extract(zf: zipfile.ZipFile, dest: Path) -> None:
+    """Extract refusing members that would land outside `dest` (zip-slip)."""
+    dest = dest.resolve()
+    for member in zf.namelist():
+        if not (dest / member).resolve().is_relative_to(dest):
+            raise DownloadError(f"archive member {member!r} would be written outside the dataset folder")
+    zf.extractall(dest)
