@@ -43,7 +43,8 @@ def check_mvn(model, info: ModelInfo) -> str:
         raise ExportError(f"the OpenVINO model has {ops['BatchNormInference']} BatchNormInference op(s): InstanceNorm "
                           "was converted with running statistics instead of per-image ones")
     if ops.get("MVN", 0) != expected:
-        raise ExportError(f"expected {expected} MVN ops (one per InstanceNorm), found {ops.get('MVN', 0)}; ops {dict(ops)}")
+        raise ExportError(f"expected {expected} MVN ops (one per InstanceNorm), found {ops.get('MVN', 0)}; "
+                          f"ops {dict(ops)}")
     return f"{expected} MVN ops (per-image InstanceNorm), no BatchNormInference"
 
 

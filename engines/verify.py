@@ -54,7 +54,8 @@ def verification_batches(channels: int, hw: tuple[int, int], dynamic: bool) -> l
     same_size = np.stack([resize_frames(f[None], *hw)[0] for f in frames])  # (2, h, w, 3)
     batches.append((f"real 2x{hw[0]}x{hw[1]}", frames_to_tensor(same_size)))
     if dynamic:
-        batches.append((f"random 2x{DYNAMIC_EXTRA_HW[0]}x{DYNAMIC_EXTRA_HW[1]}", random_batch(channels, *DYNAMIC_EXTRA_HW, 1)))
+        extra_h, extra_w = DYNAMIC_EXTRA_HW
+        batches.append((f"random 2x{extra_h}x{extra_w}", random_batch(channels, extra_h, extra_w, seed=1)))
         for name, frame in zip(REAL_FRAMES, frames):
             x, _ = preprocess(frame, min(hw))  # own aspect ratio, short side min(hw), padded to a multiple of 4
             batches.append((f"real {name} 1x{x.shape[2]}x{x.shape[3]}", x))

@@ -80,9 +80,10 @@ def resolve_model(spec: str | Path) -> Path:
     spec = str(spec)
     if _looks_like_path(spec):
         raise ModelNotFound(f"model file not found: {path}")
+    file_name = Path(spec).suffix in WEIGHT_SUFFIXES + ARTIFACT_SUFFIXES + (".pt",)
     for folder in (ASSETS_DIR, store_dir()):
-        # An artifact file or OpenVINO folder named as it is in the store ("horse2zebra.onnx").
-        if Path(spec).suffix in WEIGHT_SUFFIXES + ARTIFACT_SUFFIXES + (".pt",) or spec.endswith(OPENVINO_DIR_SUFFIX):
+        # A file or OpenVINO folder named as it is in the store ("horse2zebra.onnx", "horse2zebra_openvino").
+        if file_name or spec.endswith(OPENVINO_DIR_SUFFIX):
             if (folder / spec).exists():
                 return folder / spec
             continue
@@ -90,7 +91,7 @@ def resolve_model(spec: str | Path) -> Path:
             candidate = folder / f"{spec}{suffix}"
             if candidate.is_file():
                 return candidate
-    if Path(spec).suffix in WEIGHT_SUFFIXES + ARTIFACT_SUFFIXES + (".pt",):
+    if file_name:
         raise ModelNotFound(f"model file not found: {path} (nor {spec} in the store {store_dir()})")
     available = stored_models()
     how = (

@@ -55,7 +55,8 @@ class OnnxRuntimeBackend(Backend):
         self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([INPUT_NAME], [OUTPUT_NAME]):
-            raise ArtifactError(f"{onnx_path}: graph inputs/outputs {names}, expected {INPUT_NAME!r} -> {OUTPUT_NAME!r}")
+            raise ArtifactError(f"{onnx_path}: graph inputs/outputs {names}, "
+                                f"expected {INPUT_NAME!r} -> {OUTPUT_NAME!r}")
 
     def describe(self) -> str:
         where = "CUDA" if self.device.type == "cuda" else "CPU"

@@ -3,8 +3,9 @@
 Precision is OpenVINO's `INFERENCE_PRECISION_HINT`: bf16 where the CPU has native bf16 (AVX512_BF16 or
 AMX: OpenVINO lists "BF16" among the CPU's optimisation capabilities), f32 elsewhere; weights stay f32 in
 the IR, so one artifact serves both. bf16 keeps f32's exponent (no overflow in InstanceNorm) with an
-8-bit mantissa: outputs differ from fp32 by a few 1e-2 at most (see tests/test_backends.py). openvino is
-imported only here and in `rtstyle.convert`.
+8-bit mantissa: on the full generator outputs moved by up to 0.11 max abs, 6e-3 mean (under one uint8
+level) against fp32 here, at 3.4x the speed of eager torch fp32. openvino is imported only here and in
+`rtstyle.convert`.
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
     if backend != "auto":
         if kind not in RUNS[backend]:
             able = [name for name, kinds in RUNS.items() if kind in kinds]
-            raise BackendUnavailable(f"--backend {backend} cannot run this {kind} model; use --backend {' or '.join(able)}")
+            raise BackendUnavailable(f"--backend {backend} cannot run this {kind} model; "
+                                     f"use --backend {' or '.join(able)}")
         require_installed(backend, env)
         if backend == "openvino" and device.startswith("cuda"):
             raise BackendUnavailable("the openvino backend runs on the CPU here; use --device cpu")

@@ -17,8 +17,9 @@ from typing import Callable
 
 import torch
 
-from ..artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactError, ArtifactMeta, artifact_kind, sha256_file
-from ..engine_file import EngineKey, Profile, engine_cache_path, read_engine, read_engine_header, stale_reason, write_engine
+from ..artifacts import INPUT_NAME, OUTPUT_NAME, ArtifactError, artifact_kind, sha256_file
+from ..engine_file import (EngineKey, Profile, engine_cache_path, read_engine, read_engine_header, stale_reason,
+                           write_engine)
 from .base import Backend, BackendUnavailable
 from .tensorrt_build import DEFAULT_WORKSPACE_GB, build_engine, device_key_fields, engine_key, import_tensorrt
 
@@ -137,7 +138,9 @@ def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | Non
                 return target
         except ArtifactError as e:
             log(f"ignoring unreadable cached engine {target.name}: {e}")
-    timing_cache = cache_dir() / "tensorrt" / f"timing-{_slug(key.gpu_name)}-sm{key.compute_capability}-trt{key.tensorrt_version}.cache"
+    # The timing cache is only valid for one GPU model and TensorRT version, like the engines themselves.
+    device = f"{_slug(key.gpu_name)}-sm{key.compute_capability}-trt{key.tensorrt_version}"
+    timing_cache = cache_dir() / "tensorrt" / f"timing-{device}.cache"
     plan = build_engine(model.SerializeToString(), meta, key, workspace_gb=workspace_gb, timing_cache=timing_cache,
                         log=log)
     engine_meta = meta.with_format("tensorrt", precision=precision, source_sha256=digest,

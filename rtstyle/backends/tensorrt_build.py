@@ -71,8 +71,6 @@ def build_engine(onnx_bytes: bytes, meta: ArtifactMeta, key: EngineKey, *, works
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
     if key.precision == "fp16":
-        if not builder.platform_has_fast_fp16:
-            log("note: this GPU has no fast FP16; the engine is still built with FP16 allowed")
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         pinned = _pin_normalisation_fp32(trt, network)
