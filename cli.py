@@ -221,6 +221,39 @@ def run_evaluate(args) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------
+def add_export(sub) -> None:
+    from engines.options import ExportOptions
+    from rtstyle.config import add_dataclass_args
+
+    p = sub.add_parser(
+        "export", help="compile a model to ONNX, a TensorRT engine or OpenVINO IR",
+        description="Export a generator and check the artifact against PyTorch fp32 through its own runtime "
+                    "(prints the max abs error; fails above the tolerance). Writes next to the weights (in the "
+                    "store for a store name) unless --out is given; run it with --model ARTIFACT.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--format", required=True, choices=("onnx", "tensorrt", "openvino"), help="artifact format")
+    p.add_argument("--out", type=Path, help="output file (.onnx, .engine, .xml) or OpenVINO folder")
+    add_dataclass_args(p, ExportOptions)
+    p.add_argument("--overwrite", action="store_true", help="replace an artifact that already exists")
+
+
+def run_export(args) -> int:
+    from engines import export_model
+    from engines.options import ExportOptions
+    from rtstyle.config import dataclass_from_args
+
+    options = dataclass_from_args(ExportOptions, args)
+    result = export_model(args.model, args.format, options, out=args.out, overwrite=args.overwrite,
+                          log=lambda message: console.print(message, markup=False))
+    for note in result.notes:
+        console.print(f"  {note}", markup=False)
+    console.print(f"max abs error vs PyTorch fp32: [bold]{result.max_abs_error:.2e}[/] "
+                  f"(tolerance {result.tolerance:g})")
+    console.print(f"wrote {result.path}  (run it: --model {result.path})")
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
@@ -228,6 +261,7 @@ COMMANDS = {
     "models": (add_models, run_models),
     "datasets": (add_datasets, run_datasets),
     "evaluate": (add_evaluate, run_evaluate),
+    "export": (add_export, run_export),
 }
 
 
@@ -253,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command][1](args)
     except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
             FileNotFoundError, FileExistsError, ModuleNotFoundError) as e:
-        console.print(f"[red]error:[/] {e}")
+        from rich.markup import escape  # messages hold '[openvino]'-style extras: not markup
+
+        console.print(f"[red]error:[/] {escape(str(e))}")
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")

@@ -1,8 +1,11 @@
 """The model store: where named models live and how a `--model` value becomes a file.
 
-`--model` takes a path (.safetensors or .pth) or a name. Names are looked up among the models bundled with
-the package (`rtstyle/assets/`), then in the store directory: `$RTSTYLE_HOME/models`, by default
-`~/.cache/rtstyle/models`. `python cli.py download NAME` and `import-weights` fill the store.
+`--model` takes a path (.safetensors or .pth weights, or an exported .onnx, .engine, OpenVINO .xml or
+OpenVINO folder) or a name. Names are looked up among the models bundled with the package
+(`rtstyle/assets/`), then in the store directory: `$RTSTYLE_HOME/models`, by default
+`~/.cache/rtstyle/models`. `python cli.py download NAME` and `import-weights` fill the store; `export`
+writes artifacts next to a stored model, so `--model NAME.onnx` finds them by file name too. Artifacts a
+backend makes on the fly (ONNX of a weights file, TensorRT engines) live in `$RTSTYLE_HOME/cache`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import os
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.artifacts)
+OPENVINO_DIR_SUFFIX = "_openvino"  # `export --format openvino` writes NAME_openvino/NAME.xml + .bin
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 # The 18 official CycleGAN pretrained generators (reference scripts/download_cyclegan_model.sh) and the
@@ -49,6 +54,11 @@ def store_dir() -> Path:
     return rtstyle_home() / "models"
 
 
+def cache_dir() -> Path:
+    """Artifacts made on the fly from stored weights (ONNX exports, TensorRT engines); safe to delete."""
+    return rtstyle_home() / "cache"
+
+
 def stored_models() -> list[str]:
     """Names available to --model: bundled assets and everything in the store."""
     names = set()
@@ -59,7 +69,7 @@ def stored_models() -> list[str]:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return os.sep in spec or "/" in spec or Path(spec).suffix in WEIGHT_SUFFIXES + (".pt",)
+    return os.sep in spec or "/" in spec
 
 
 def resolve_model(spec: str | Path) -> Path:
@@ -70,11 +80,19 @@ def resolve_model(spec: str | Path) -> Path:
     spec = str(spec)
     if _looks_like_path(spec):
         raise ModelNotFound(f"model file not found: {path}")
+    file_name = Path(spec).suffix in WEIGHT_SUFFIXES + ARTIFACT_SUFFIXES + (".pt",)
     for folder in (ASSETS_DIR, store_dir()):
+        # A file or OpenVINO folder named as it is in the store ("horse2zebra.onnx", "horse2zebra_openvino").
+        if file_name or spec.endswith(OPENVINO_DIR_SUFFIX):
+            if (folder / spec).exists():
+                return folder / spec
+            continue
         for suffix in WEIGHT_SUFFIXES:
             candidate = folder / f"{spec}{suffix}"
             if candidate.is_file():
                 return candidate
+    if file_name:
+        raise ModelNotFound(f"model file not found: {path} (nor {spec} in the store {store_dir()})")
     available = stored_models()
     how = (
         f"download it with `python cli.py download {spec}`"

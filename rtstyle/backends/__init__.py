@@ -1,21 +1,30 @@
 """Registry of inference backends: one module per runtime, imported only when asked for.
 
 `create_backend(model, options)` returns a `Backend` (see `base.py` for the call every backend answers).
-Heavy optional libraries (onnxruntime, openvino, tensorrt) are imported inside their own module so
-`import rtstyle` works without them.
+`model` is weights (.safetensors/.pth, or a store name) or an exported artifact (.onnx, .engine, an
+OpenVINO .xml or folder); the artifact's own metadata says what it is. `--backend auto` is decided by
+`select.choose_backend` and the reason is printed. Heavy optional libraries (onnxruntime, openvino,
+tensorrt) are imported inside their own module so `import rtstyle` works without them.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
 
 import torch
 
-from ..weights import load_model
+from ..artifacts import artifact_kind
+from ..store import resolve_model
 from .base import Backend, BackendUnavailable
+from .select import Choice, choose_backend, probe
 
-BACKENDS = ("auto", "torch")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -27,14 +36,53 @@ class BackendOptions:
     precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
 
 
-def create_backend(model: str, options: BackendOptions = BackendOptions()) -> Backend:
-    """Load `model` (path or store name) into the backend `options` ask for."""
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def create_backend(model: str | Path, options: BackendOptions = BackendOptions(), log: Log | None = _stderr) -> Backend:
+    """Load `model` (path or store name, weights or artifact) into the backend `options` ask for.
+
+    `log` receives the auto-selection reason and progress (on-the-fly export, engine builds); stderr by default.
+    """
     if options.backend not in BACKENDS:
         raise ValueError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
-    from .torch_backend import TorchBackend
+    if options.precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    log = log or (lambda message: None)
+    path = resolve_model(model)
+    kind = artifact_kind(path)
+    choice = choose_backend(kind, options.backend, options.device, options.precision, probe())
+    if options.backend == "auto":
+        log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
+    backend = _instantiate(choice, path, log)
+    backend.choice = choice
+    return backend
 
-    generator, info = load_model(model)
-    return TorchBackend(generator, info, device=resolve_device(options.device))
+
+def _instantiate(choice: Choice, path: Path, log: Log) -> Backend:
+    if choice.backend == "torch":
+        from ..weights import load_model
+        from .torch_backend import TorchBackend
+
+        generator, info = load_model(path)
+        if choice.precision == "fp32":
+            return TorchBackend(generator, info, device=choice.device)
+        # Precision arrives in TorchBackend with the runtime issue; select.py only offers it when accepted.
+        return TorchBackend(generator, info, device=choice.device, precision=choice.precision)
+    if choice.backend == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend, onnx_source
+
+        return OnnxRuntimeBackend(onnx_source(path, log), device=choice.device)
+    if choice.backend == "openvino":
+        from .openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, precision=choice.precision, log=log)
+    if choice.backend == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend, prepare_engine
+
+        return TensorRTBackend(prepare_engine(path, precision=choice.precision, log=log), device=choice.device)
+    raise ValueError(f"unknown backend {choice.backend!r}")
 
 
 def resolve_device(device: str) -> str:
@@ -46,4 +94,4 @@ def resolve_device(device: str) -> str:
     return device
 
 
-__all__ = ["BACKENDS", "Backend", "BackendOptions", "BackendUnavailable", "create_backend", "resolve_device"]
+__all__ = ["BACKENDS", "Backend", "BackendOptions", "BackendUnavailable", "Choice", "create_backend", "resolve_device"]

@@ -1,0 +1,70 @@
+"""engines: compile a generator into deployable artifacts, one pure function per format, in one map.
+
+`EXPORTERS[format](generator, info, source, target, options, log) -> ExportResult` writes one artifact and
+checks it against the eager fp32 generator through the artifact's own runtime (`engines.verify`);
+`export_model` resolves `--model`, picks the output path (next to the weights, in the store for store
+models, or `--out`) and refuses to overwrite without `overwrite=True`. The conversions themselves live in
+`rtstyle.convert` and `rtstyle.backends.tensorrt_build`, because backends also run them on the fly
+(`rtstyle` never imports `engines`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from rtstyle.artifacts import artifact_kind
+from rtstyle.store import OPENVINO_DIR_SUFFIX, resolve_model
+from rtstyle.weights import load_model
+
+from .onnx_export import export_onnx
+from .openvino_export import export_openvino
+from .options import ExportError, ExportOptions, ExportResult, Log, parse_hw
+from .tensorrt_export import export_tensorrt
+
+FORMATS = ("onnx", "tensorrt", "openvino")
+EXPORTERS: dict[str, Callable[..., ExportResult]] = {
+    "onnx": export_onnx,
+    "tensorrt": export_tensorrt,
+    "openvino": export_openvino,
+}
+
+
+def default_target(source: Path, fmt: str, options: ExportOptions, train_size: int) -> Path:
+    """Next to the source weights: NAME.onnx, NAME-360x640.onnx, NAME-fp16.engine, NAME_openvino/NAME.xml."""
+    stem = source.stem
+    if not options.dynamic:
+        h, w = options.shape(train_size)
+        stem = f"{stem}-{h}x{w}"
+    if fmt == "onnx":
+        return source.with_name(f"{stem}.onnx")
+    if fmt == "tensorrt":
+        return source.with_name(f"{stem}-{'fp16' if options.half else 'fp32'}.engine")
+    return source.parent / f"{stem}{OPENVINO_DIR_SUFFIX}" / f"{source.stem}.xml"
+
+
+def export_model(model: str, fmt: str, options: ExportOptions = ExportOptions(), out: Path | None = None,
+                 overwrite: bool = False, log: Log | None = None) -> ExportResult:
+    """Export `model` (weights path or store name) to `fmt`; returns where it went and how close it is."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if options.half and fmt != "tensorrt":
+        raise ValueError("--half applies to --format tensorrt (FP16 engine); ONNX and OpenVINO artifacts keep fp32 "
+                         "weights, and OpenVINO runs them in bf16 on CPUs that have it")
+    log = log or (lambda message: None)
+    source = resolve_model(model)
+    if artifact_kind(source) != "weights":
+        raise ValueError(f"{source}: export starts from weights (.safetensors or .pth), not from an exported artifact")
+    generator, info = load_model(source)
+    target = Path(out) if out else default_target(source, fmt, options, info.train_size)
+    if fmt == "openvino" and target.suffix != ".xml":  # --out names a folder
+        target = target / f"{source.stem}.xml"
+    expected_suffix = {"onnx": ".onnx", "tensorrt": ".engine", "openvino": ".xml"}[fmt]
+    if target.suffix != expected_suffix:
+        raise ValueError(f"--out {target}: a {fmt} artifact is written as *{expected_suffix}")
+    if target.exists() and not overwrite:
+        raise ValueError(f"{target} exists; pass --overwrite to replace it")
+    return EXPORTERS[fmt](generator, info, source, target, options, log)
+
+
+__all__ = ["EXPORTERS", "FORMATS", "ExportError", "ExportOptions", "ExportResult", "export_model", "parse_hw"]

@@ -1,0 +1,65 @@
+"""Export options and results shared by every format's exporter (kept apart so exporters import no registry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rtstyle.artifacts import MULTIPLE
+from rtstyle.engine_file import DEFAULT_MAX_BATCH
+
+from .verify import Comparison
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export; `python cli.py export` maps its options onto these fields."""
+
+    dynamic: bool = field(default=False, metadata={
+        "help": "accept any height/width (multiples of 4) instead of one fixed size"})
+    size: str = field(default="", metadata={
+        "help": "N or HxW: the fixed input size (default: the model's training size, e.g. 256x256); with "
+                "--dynamic, the size checked and the TensorRT optimisation shape", "metavar": "HxW"})
+    half: bool = field(default=False, metadata={
+        "help": "TensorRT only: FP16 engine (InstanceNorm kept in FP32)"})
+    max_batch: int = field(default=DEFAULT_MAX_BATCH, metadata={"help": "TensorRT only: largest batch in the profile"})
+    workspace_gb: float = field(default=4.0, metadata={"help": "TensorRT only: builder workspace limit in GiB"})
+    tolerance: float = field(default=0.0, metadata={
+        "help": "max abs error against PyTorch fp32 above which the export fails (0: the format's default)"})
+
+    def shape(self, train_size: int) -> tuple[int, int]:
+        return parse_hw(self.size) if self.size else (train_size, train_size)
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    tolerance: float
+    comparisons: list[Comparison] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def max_abs_error(self) -> float:
+        return max((c.max_abs_error for c in self.comparisons), default=float("nan"))
+
+
+class ExportError(ValueError):
+    """An export that must not be used: checker failure, wrong graph, or outputs off PyTorch's."""
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'256' -> (256, 256); '360x640' -> (360, 640); both sides multiples of 4."""
+    parts = text.lower().replace("*", "x").split("x")
+    try:
+        hw = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
+    except ValueError:
+        hw = None
+    if hw is None or min(hw) < 4 * MULTIPLE:
+        raise ValueError(f"--size must be N or HxW with sides of at least {4 * MULTIPLE}, got {text!r}")
+    if hw[0] % MULTIPLE or hw[1] % MULTIPLE:
+        raise ValueError(f"--size {text}: sides must be multiples of {MULTIPLE} (the generator downsamples twice)")
+    return hw

@@ -1,0 +1,182 @@
+"""`--backend auto`: which backend runs a model here, and why (the reason is printed, never silent).
+
+Order (issue 5): TensorRT when it is installed and a CUDA GPU is present (FP16 engine, built and cached on
+first use); else torch on CUDA in fp16; else, on the CPU, the fastest installed of OpenVINO (bf16 where the
+CPU has native bf16), torch bf16, ONNX Runtime; else torch fp32. The CPU ranking is measured, not assumed:
+full generator, 256x256, batch 1, 2 threads of an AMD EPYC (Zen 4, AVX512_BF16, no AMX), two interleaved
+runs on a shared machine: OpenVINO bf16 3.4-3.5x eager torch fp32, OpenVINO f32 1.6-1.8x, torch bf16
+autocast 1.5-1.7x, ONNX Runtime 1.4-1.7x (the last two are within noise; the issue's order is kept).
+`probe()` looks at the machine (cheap: no heavy import except OpenVINO's capability query when installed);
+`choose_backend` is a pure function of the model kind, the options and that probe, so it is tested with
+literal environments.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+# The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+# Which artifact kinds (rtstyle.artifacts.KINDS) each backend can run; weights are exported on the fly.
+RUNS = {
+    "torch": ("weights",),
+    "onnxruntime": ("weights", "onnx"),
+    "openvino": ("weights", "onnx", "openvino"),
+    "tensorrt": ("weights", "onnx", "tensorrt"),
+}
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the machine offers, as far as backend choice is concerned."""
+
+    cuda: bool = False
+    gpu_name: str | None = None
+    installed: frozenset = frozenset()  # optional runtimes importable here: onnxruntime, openvino, tensorrt
+    onnxruntime_cuda: bool = False  # onnxruntime-gpu with its CUDA execution provider
+    openvino_bf16: bool = False  # OpenVINO reports native BF16 for this CPU
+    torch_bf16: bool = False  # oneDNN has native bf16 kernels for this CPU
+    torch_precisions: tuple = ("fp32",)  # what this build's TorchBackend accepts
+
+
+@dataclass(frozen=True)
+class Choice:
+    backend: str
+    device: str  # "cpu" or "cuda[:N]"
+    precision: str  # "fp32", "bf16", "fp16", or "auto" (the backend resolves it, e.g. OpenVINO's bf16/f32)
+    reason: str
+
+
+def torch_backend_precisions() -> tuple[str, ...]:
+    """Precisions the installed TorchBackend takes (its `precision` argument arrives with the runtime issue)."""
+    from .torch_backend import TorchBackend
+
+    if "precision" in inspect.signature(TorchBackend.__init__).parameters:
+        return ("fp32", "bf16", "fp16")
+    return ("fp32",)
+
+
+def probe() -> Environment:
+    installed = frozenset(name for name in EXTRAS if importlib.util.find_spec(name) is not None)
+    cuda = torch.cuda.is_available()
+    ort_cuda = False
+    if "onnxruntime" in installed:
+        import onnxruntime
+
+        ort_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+    ov_bf16 = False
+    if "openvino" in installed:
+        from .openvino_backend import cpu_capabilities
+
+        ov_bf16 = "BF16" in cpu_capabilities()
+    return Environment(
+        cuda=cuda,
+        gpu_name=torch.cuda.get_device_name() if cuda else None,
+        installed=installed,
+        onnxruntime_cuda=ort_cuda,
+        openvino_bf16=ov_bf16,
+        torch_bf16=bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        torch_precisions=torch_backend_precisions(),
+    )
+
+
+def require_installed(backend: str, env: Environment) -> None:
+    from .base import BackendUnavailable
+
+    if backend in EXTRAS and backend not in env.installed:
+        raise BackendUnavailable(f"--backend {backend} is not installed here: `pip install -e '.[{EXTRAS[backend]}]'`")
+
+
+def choose_backend(kind: str, backend: str, device: str, precision: str, env: Environment) -> Choice:
+    """The backend for a model of `kind` given the --backend/--device/--precision values and the machine."""
+    from .base import BackendUnavailable
+
+    if device.startswith("cuda") and not env.cuda:
+        raise BackendUnavailable(f"--device {device} asked for, but no CUDA GPU is usable here; use --device cpu")
+    on_gpu = device.startswith("cuda") or (device == "auto" and env.cuda)
+    gpu = device if device.startswith("cuda") else "cuda"
+    if backend != "auto":
+        if kind not in RUNS[backend]:
+            able = [name for name, kinds in RUNS.items() if kind in kinds]
+            raise BackendUnavailable(f"--backend {backend} cannot run this {kind} model; "
+                                     f"use --backend {' or '.join(able)}")
+        require_installed(backend, env)
+        if backend == "openvino" and device.startswith("cuda"):
+            raise BackendUnavailable("the openvino backend runs on the CPU here; use --device cpu")
+        if backend == "tensorrt" and not env.cuda:
+            raise BackendUnavailable("the tensorrt backend needs a CUDA GPU; none is usable here")
+        run_on = gpu if backend == "tensorrt" or (on_gpu and backend != "openvino") else "cpu"
+        return Choice(backend, run_on, _explicit_precision(backend, run_on, precision, env), "asked for")
+
+    if kind == "openvino":
+        require_installed("openvino", env)
+        return Choice("openvino", "cpu", precision, "an OpenVINO IR runs on OpenVINO")
+    if kind == "tensorrt":
+        require_installed("tensorrt", env)
+        if not env.cuda:
+            raise BackendUnavailable("a TensorRT engine needs a CUDA GPU; none is usable here")
+        return Choice("tensorrt", gpu, "fp16", "a TensorRT engine runs on TensorRT")
+    if on_gpu:
+        if "tensorrt" in env.installed and precision in ("auto", "fp16", "fp32"):
+            prec = "fp32" if precision == "fp32" else "fp16"
+            return Choice("tensorrt", gpu, prec, f"TensorRT is installed and a CUDA GPU ({env.gpu_name}) is present: "
+                                                 f"{prec} engine, built and cached on first use")
+        hint = "install the [tensorrt] extra for the fastest GPU path"
+        if kind == "weights":
+            prec = "fp32" if "fp16" not in env.torch_precisions else ("fp16" if precision == "auto" else precision)
+            return Choice("torch", gpu, prec, f"CUDA GPU ({env.gpu_name}) present, TensorRT not installed ({hint}): "
+                                              f"torch {prec}")
+        if env.onnxruntime_cuda:
+            return Choice("onnxruntime", gpu, "fp32", f"ONNX graph on a CUDA GPU without TensorRT ({hint}): "
+                                                      "onnxruntime CUDA provider")
+    return _choose_cpu(kind, precision, env)
+
+
+def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
+    from .base import BackendUnavailable
+
+    measured = "measured fastest CPU path here (see rtstyle/backends/select.py)"
+    if "openvino" in env.installed and precision in ("auto", "bf16", "fp32"):
+        prec = "bf16" if precision in ("auto", "bf16") and env.openvino_bf16 else "fp32"
+        why = "native bf16 on this CPU" if prec == "bf16" else (
+            "fp32 asked for" if precision == "fp32" else "this CPU has no native bf16, so f32")
+        return Choice("openvino", "cpu", prec, f"CPU: OpenVINO {prec} ({why}); {measured}")
+    if kind == "weights" and env.torch_bf16 and "bf16" in env.torch_precisions and precision in ("auto", "bf16"):
+        return Choice("torch", "cpu", "bf16", "CPU with native bf16, OpenVINO not installed "
+                                              "(`pip install -e '.[openvino]'` is faster): torch bf16")
+    if "onnxruntime" in env.installed and precision in ("auto", "fp32"):
+        return Choice("onnxruntime", "cpu", "fp32", "CPU without OpenVINO or native bf16: onnxruntime fp32 "
+                                                    "(faster than eager torch fp32)")
+    if kind == "weights":
+        if precision not in ("auto", "fp32") and precision not in env.torch_precisions:
+            raise BackendUnavailable(f"--precision {precision} is not available on this CPU with the installed "
+                                     "backends; use --precision fp32 or auto")
+        prec = "fp32" if precision == "auto" else precision
+        return Choice("torch", "cpu", prec, f"CPU, no faster backend installed: torch {prec}")
+    raise BackendUnavailable(f"nothing installed here runs a {kind} artifact on the CPU: "
+                             "`pip install -e '.[openvino]'` or `pip install -e '.[onnx]'`")
+
+
+def _explicit_precision(backend: str, device: str, precision: str, env: Environment) -> str:
+    from .base import BackendUnavailable
+
+    if backend == "torch":
+        if precision == "auto":
+            return "fp16" if device.startswith("cuda") and "fp16" in env.torch_precisions else "fp32"
+        if precision not in env.torch_precisions:
+            raise BackendUnavailable(f"the torch backend of this build runs {', '.join(env.torch_precisions)} only")
+        return precision
+    if backend == "onnxruntime":
+        if precision not in ("auto", "fp32"):
+            raise BackendUnavailable(f"the onnxruntime backend runs the exported fp32 graph; --precision {precision} "
+                                     "is offered by openvino (bf16) and tensorrt (fp16)")
+        return "fp32"
+    if backend == "tensorrt":
+        if precision == "bf16":
+            raise BackendUnavailable("the tensorrt backend builds fp16 or fp32 engines; use --precision fp16 or fp32")
+        return "fp16" if precision == "auto" else precision
+    return precision  # openvino resolves auto/bf16/fp32/fp16 against the CPU's capabilities
