@@ -47,6 +47,16 @@ PHOTOS_A = ("astronaut", "chelsea", "coffee", "stereo_motorcycle")
 PHOTOS_B = ("rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny nets gain nothing from threads, and on a busy shared machine OpenMP threads waiting for each
+    other at every op make a step several times slower; restored afterwards for other test modules."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_photo_dataset(root: Path, n_a: int = 4, n_b: int = 4, size: int = 48) -> Path:
     """root/trainA (photos) and root/trainB (other photos, red and blue swapped); PNG and JPEG mixed."""
     import skimage.data
@@ -163,7 +173,7 @@ def test_step_with_identity_off_and_mixed_precision():
     losses = CycleGANTrainer(TrainConfig(**TINY, lambda_identity=0)).train_step(a, b)
     assert losses["idt_a"] == 0 and losses["idt_b"] == 0
     for precision in ("bf16", "fp16"):
-        trainer = CycleGANTrainer(TrainConfig(**TINY, precision=precision, channels_last=True))
+        trainer = CycleGANTrainer(TrainConfig(**TINY, precision=precision, memory_format="channels_last"))
         losses = trainer.train_step(a, b)
         assert all(np.isfinite(v) for v in losses.values()), precision
         assert trainer.scaler.is_enabled() == (precision == "fp16")
@@ -475,3 +485,18 @@ def test_ddp_two_processes_match_single_process_global_batch(tmp_path):
     ddp_g, single_g = tensors_of(run / "G_A.safetensors"), tensors_of(out / "single" / "G_A.safetensors")
     diff = torch.cat([(ddp_g[k] - single_g[k]).abs().flatten() for k in ddp_g])
     assert (diff > 1e-5).float().mean() < 0.02 and diff.max() < 4 * 2 * 2e-4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+def test_cuda_step_matches_cpu_and_mixed_precision_runs():
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    losses = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        losses[device] = CycleGANTrainer(TrainConfig(**TINY, device=device), device).train_step(a, b)
+    for key in LOSS_KEYS:
+        assert losses["cuda"][key] == pytest.approx(losses["cpu"][key], rel=1e-3, abs=1e-4), key
+    for precision in ("bf16", "fp16"):
+        trainer = CycleGANTrainer(TrainConfig(**TINY, precision=precision, memory_format="channels_last"), "cuda")
+        assert all(np.isfinite(v) for v in trainer.train_step(a, b).values()), precision

@@ -18,6 +18,7 @@ from rtstyle.models import GeneratorConfig
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
 NORMS = ("instance", "batch")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
 # Fields a resumed run may change: its location, budgets, logging, hardware and the schedule's length.
 # Everything else (architecture, losses, data pipeline, optimiser) is fixed by the checkpoint.
@@ -68,7 +69,9 @@ class TrainConfig:
     # Beyond the reference
     precision: str = _f("fp32", "arithmetic: fp32, bf16 autocast, or fp16 autocast with a grad scaler",
                         choices=PRECISIONS)
-    channels_last: bool = _f(False, "channels-last memory layout for the networks")
+    memory_format: str = _f("auto", "tensor layout: auto = channels_last on CUDA with bf16/fp16, else contiguous "
+                                    "(channels_last measured no faster on CPU, see BENCHMARKS.md)",
+                            choices=MEMORY_FORMATS)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (torchrun: each process takes cuda:LOCAL_RANK)")
     seed: int = _f(0, "seed for weights, data order, crops, flips and the image pools")
     max_steps: int | None = _f(None, "stop (with a checkpoint) after this many optimisation steps in total")
@@ -99,7 +102,8 @@ class TrainConfig:
             problems.append(f"--max-minutes must be > 0, got {self.max_minutes}")
         if self.names is not None and len([n for n in self.names.split(",") if n.strip()]) != 2:
             problems.append(f"--names must be two names separated by a comma, like horse,zebra; got {self.names!r}")
-        for name, choices in (("preprocess", PREPROCESS), ("precision", PRECISIONS), ("norm", NORMS)):
+        for name, choices in (("preprocess", PREPROCESS), ("precision", PRECISIONS), ("norm", NORMS),
+                              ("memory_format", MEMORY_FORMATS)):
             if getattr(self, name) not in choices:
                 problems.append(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if problems:

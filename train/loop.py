@@ -275,4 +275,5 @@ def _finish(files: RunFiles, console: Console, config: TrainConfig, position: Po
     console.print(f"{how} at step {position.step}: {position.epoch} epoch(s) complete{partial}; "
                   f"generators: {files.generator('A')}, {files.generator('B')}")
     if stopped and position.epoch < config.total_epochs:
-        console.print(f"continue with: python cli.py train --name {config.name} --out {config.out} --resume")
+        more = " --max-steps N (a larger total)" if stopped == "max-steps" else ""
+        console.print(f"continue with: python cli.py train --name {config.name} --out {config.out} --resume{more}")

@@ -43,6 +43,14 @@ def lsgan_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
     return F.mse_loss(prediction, target)
 
 
+def pick_memory_format(choice: str, precision: str, device: torch.device) -> torch.memory_format:
+    """'auto': channels_last where it helps, i.e. CUDA tensor-core convolutions in bf16/fp16 (NHWC kernels);
+    on CPU it measured slower in fp32 and no faster in bf16 (BENCHMARKS.md), so contiguous there."""
+    if choice == "auto":
+        choice = "channels_last" if device.type == "cuda" and precision != "fp32" else "contiguous"
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
+
+
 def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
     for net in nets:
         for p in net.parameters():
@@ -65,7 +73,7 @@ class CycleGANTrainer:
         self.gen_ba = build_generator(config.generator, config.init_gain)
         self.disc_a = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
         self.disc_b = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.memory_format = pick_memory_format(config.memory_format, config.precision, self.device)
         for net in self.nets.values():
             net.to(self.device, memory_format=self.memory_format).train()
         betas = (config.beta1, 0.999)
