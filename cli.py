@@ -150,8 +150,7 @@ def add_train(sub) -> None:
                        description="Learn G_A (A->B) and G_B (B->A) from DATAROOT/trainA and DATAROOT/trainB the "
                                    "way the reference CycleGAN does. Writes OUT/NAME/{last.pt, G_A.safetensors, "
                                    "G_B.safetensors, config.json, losses.csv, losses.png, samples/}. Several "
-                                   "processes: torchrun --nproc-per-node N cli.py train ...",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "processes: torchrun --nproc-per-node N cli.py train ...")
     add_dataclass_args(p, TrainConfig)
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/NAME from its last.pt with its saved config (budgets, logging, device "

@@ -7,7 +7,9 @@ unless `serial_batches`. Preprocessing is the reference's torchvision pipeline (
 `img.resize((load, load), BICUBIC)`, `RandomCrop` draws the row then the column offset, `RandomHorizontalFlip`
 flips when a uniform draw is < 0.5, and `ToTensor` + `Normalize(0.5, 0.5)` maps to [-1, 1]. One deviation:
 modes without a crop (`scale_width`, `none`) end with the reference's `__make_power_2(base=4)` resize, so
-the generator's output always has its input's size (the reference applies it to `none` only).
+the generator's output always has its input's size (the reference applies it to `none` only). Files are
+decoded by `rtstyle.images.read_image`, the runtime's decoder (gray, alpha, 16-bit and EXIF orientation
+handled), where the reference uses PIL's `convert('RGB')`.
 
 Randomness is a pure function of (seed, epoch, index): every item draws its B partner, crops and flips from
 its own generator and each epoch's order from its own permutation, so the stream is the same with any number
