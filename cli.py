@@ -254,6 +254,49 @@ def run_export(args) -> int:
     return 0
 
 
+# --- train ------------------------------------------------------------------------------------------------
+def add_train(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from train.config import TrainConfig
+
+    p = sub.add_parser("train", help="train CycleGAN generators on unpaired image folders",
+                       description="Learn G_A (A->B) and G_B (B->A) from DATAROOT/trainA and DATAROOT/trainB the "
+                                   "way the reference CycleGAN does. Writes OUT/NAME/{last.pt, G_A.safetensors, "
+                                   "G_B.safetensors, config.json, losses.csv, losses.png, samples/}. Several "
+                                   "processes: torchrun --nproc-per-node N cli.py train ...")
+    add_dataclass_args(p, TrainConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/NAME from its last.pt with its saved config (budgets, logging, device "
+                        "and the schedule length may be given anew)")
+
+
+def run_train(args) -> int:
+    from dataclasses import fields
+
+    from train.config import TrainConfig
+    from train.loop import resolve_config, train
+
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    config = resolve_config(options, resume=args.resume)
+    result = train(config, resume=args.resume, console=console)
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
+
+
+# --- plot -------------------------------------------------------------------------------------------------
+def add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="draw a training run's loss curves",
+                       description="Draw RUN/losses.csv into RUN/losses.png (or --out).")
+    p.add_argument("run", type=Path, help="a run folder (runs/NAME) or its losses.csv")
+    p.add_argument("--out", type=Path, help="PNG to write [RUN/losses.png]")
+
+
+def run_plot(args) -> int:
+    from train.plot import plot_losses
+
+    console.print(f"wrote {plot_losses(args.run, args.out)}")
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
@@ -262,6 +305,8 @@ COMMANDS = {
     "datasets": (add_datasets, run_datasets),
     "evaluate": (add_evaluate, run_evaluate),
     "export": (add_export, run_export),
+    "train": (add_train, run_train),
+    "plot": (add_plot, run_plot),
 }
 
 

@@ -1,0 +1,220 @@
+"""The CycleGAN training state and its step: four networks, two optimisers, two image pools, one method.
+
+`CycleGANTrainer.train_step(real_a, real_b)` is the reference's `CycleGANModel.optimize_parameters`
+(junyanz/pytorch-CycleGAN-and-pix2pix `models/cycle_gan_model.py`; Zhu et al. 2017 eq. 1-3 and section 4)
+written top to bottom with names that state direction. Names here versus the reference:
+
+    gen_ab = netG_A (A -> B)            gen_ba = netG_B (B -> A)
+    disc_a = netD_B (judges A images)   disc_b = netD_A (judges B images)
+    loss gan_ab  = G_A       gan_ba  = G_B       cycle_a = cycle_A    cycle_b = cycle_B
+    loss idt_a   = idt_B     idt_b   = idt_A     disc_a  = D_B        disc_b  = D_A
+
+(the reference names each discriminator after the generator it opposes, and the identity loss after the
+generator measured; here both are named after the domain: idt_a is |gen_ba(a) - a|, kept in domain A).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .networks import build_discriminator, build_generator
+from .pool import ImagePool
+
+LOSS_KEYS = ("gan_ab", "gan_ba", "cycle_a", "cycle_b", "idt_a", "idt_b", "disc_a", "disc_b")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def lr_factor(epoch: int, epochs: int, epochs_decay: int, epoch_count: int = 1) -> float:
+    """The reference's 'linear' policy (networks.get_scheduler): the lr multiplier after `epoch` scheduler
+    steps, i.e. during the (epoch + 1)-th epoch; 1 for the first `epochs` epochs, then down by
+    1 / (epochs_decay + 1) per epoch."""
+    return 1.0 - max(0, epoch + epoch_count - epochs) / float(epochs_decay + 1)
+
+
+def lsgan_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
+    """The reference's GANLoss('lsgan'): MSE against a 1 (real) or 0 (fake) target shaped like the patch map."""
+    target = torch.ones_like(prediction) if real else torch.zeros_like(prediction)
+    return F.mse_loss(prediction, target)
+
+
+def pick_memory_format(choice: str, precision: str, device: torch.device) -> torch.memory_format:
+    """'auto': channels_last where it helps, i.e. CUDA tensor-core convolutions in bf16/fp16 (NHWC kernels);
+    on CPU it measured slower in fp32 and no faster in bf16 (BENCHMARKS.md), so contiguous there."""
+    if choice == "auto":
+        choice = "channels_last" if device.type == "cuda" and precision != "fp32" else "contiguous"
+    return torch.channels_last if choice == "channels_last" else torch.contiguous_format
+
+
+def set_requires_grad(nets: list[nn.Module], flag: bool) -> None:
+    for net in nets:
+        for p in net.parameters():
+            p.requires_grad_(flag)
+
+
+class CycleGANTrainer:
+    """Networks, optimisers, lr schedule, pools and the training step of one process.
+
+    `gen_ab`, `gen_ba`, `disc_a`, `disc_b` are always the plain modules (weights to load and save). With
+    `distributed=True` (torch.distributed initialised) the step runs them through DistributedDataParallel
+    wrappers, which average the gradients over the processes before each optimiser step.
+    """
+
+    def __init__(self, config: TrainConfig, device: str | torch.device = "cpu", distributed: bool = False,
+                 pool_seed: str | int = 0) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.gen_ab = build_generator(config.generator, config.init_gain)
+        self.gen_ba = build_generator(config.generator, config.init_gain)
+        self.disc_a = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
+        self.disc_b = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
+        self.memory_format = pick_memory_format(config.memory_format, config.precision, self.device)
+        for net in self.nets.values():
+            net.to(self.device, memory_format=self.memory_format).train()
+        betas = (config.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(itertools.chain(self.gen_ab.parameters(), self.gen_ba.parameters()),
+                                      lr=config.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()),
+                                      lr=config.lr, betas=betas)
+        self.epochs_done = 0  # lr schedule position: the reference's LambdaLR last_epoch
+        self._apply_lr()
+        self.pool_a = ImagePool(config.pool_size, seed=f"{pool_seed}-a")  # fakes of A for disc_a
+        self.pool_b = ImagePool(config.pool_size, seed=f"{pool_seed}-b")  # fakes of B for disc_b
+        self.autocast_dtype = AUTOCAST_DTYPES.get(config.precision)
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's exponent range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self._run_gen_ab, self._run_gen_ba = self.gen_ab, self.gen_ba
+        self._run_disc_a, self._run_disc_b = self.disc_a, self.disc_b
+        if distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # Wrapping broadcasts rank 0's initial weights, so every process starts from the same networks.
+            self._run_gen_ab, self._run_gen_ba, self._run_disc_a, self._run_disc_b = (
+                DDP(net, device_ids=ids) for net in (self.gen_ab, self.gen_ba, self.disc_a, self.disc_b))
+
+    @property
+    def nets(self) -> dict[str, nn.Module]:
+        return {"gen_ab": self.gen_ab, "gen_ba": self.gen_ba, "disc_a": self.disc_a, "disc_b": self.disc_b}
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+
+    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on real_a (b, 3, h, w) and real_b (b, 3, h', w') in [-1, 1]; returns the losses."""
+        cfg = self.config
+        real_a, real_b = self._to_device(real_a), self._to_device(real_b)
+        lambda_idt = cfg.lambda_identity
+        # Forward both cycles (reference forward()).
+        with self._autocast():
+            fake_b = self._run_gen_ab(real_a)  # (b, 3, h, w) G_A(A)
+            rec_a = self._run_gen_ba(fake_b)  # G_B(G_A(A))
+            fake_a = self._run_gen_ba(real_b)  # G_B(B)
+            rec_b = self._run_gen_ab(fake_a)  # G_A(G_B(B))
+
+        # Generator step with the discriminators frozen (reference backward_G). The frozen discriminators
+        # are called unwrapped: their parameters get no gradient here, so there is nothing to synchronise.
+        set_requires_grad([self.disc_a, self.disc_b], False)
+        self.opt_g.zero_grad(set_to_none=True)
+        with self._autocast():
+            if lambda_idt > 0:  # identity (CycleGAN section 5.2): a generator should leave its target domain as is
+                idt_b = F.l1_loss(self._run_gen_ab(real_b), real_b) * cfg.lambda_b * lambda_idt
+                idt_a = F.l1_loss(self._run_gen_ba(real_a), real_a) * cfg.lambda_a * lambda_idt
+            else:
+                idt_a = idt_b = torch.zeros((), device=self.device)
+            gan_ab = lsgan_loss(self.disc_b(fake_b), True)
+            gan_ba = lsgan_loss(self.disc_a(fake_a), True)
+            cycle_a = F.l1_loss(rec_a, real_a) * cfg.lambda_a
+            cycle_b = F.l1_loss(rec_b, real_b) * cfg.lambda_b
+            loss_g = gan_ab + gan_ba + cycle_a + cycle_b + idt_a + idt_b
+        self.scaler.scale(loss_g).backward()
+        self.scaler.step(self.opt_g)
+        set_requires_grad([self.disc_a, self.disc_b], True)
+
+        # Discriminator step on real images vs fakes from the history pools (reference backward_D_A, _B).
+        self.opt_d.zero_grad(set_to_none=True)
+        pooled_b = self.pool_b.query(fake_b.detach().float())
+        with self._autocast():
+            disc_b = 0.5 * (lsgan_loss(self._run_disc_b(real_b), True)
+                            + lsgan_loss(self._run_disc_b(pooled_b), False))
+        self.scaler.scale(disc_b).backward()
+        pooled_a = self.pool_a.query(fake_a.detach().float())
+        with self._autocast():
+            disc_a = 0.5 * (lsgan_loss(self._run_disc_a(real_a), True)
+                            + lsgan_loss(self._run_disc_a(pooled_a), False))
+        self.scaler.scale(disc_a).backward()
+        self.scaler.step(self.opt_d)
+        self.scaler.update()
+
+        values = torch.stack([v.detach().float() for v in (gan_ab, gan_ba, cycle_a, cycle_b, idt_a, idt_b,
+                                                           disc_a, disc_b)]).tolist()
+        return dict(zip(LOSS_KEYS, values))
+
+    def end_epoch(self) -> None:
+        """Step the lr schedule (once per epoch, after the epoch's last batch, as the reference's train.py)."""
+        self.epochs_done += 1
+        self._apply_lr()
+
+    def _apply_lr(self) -> None:
+        # The value LambdaLR computes (base_lr * lambda(last_epoch)), set directly so that it follows the
+        # config's schedule even when --epochs/--epochs-decay change on resume.
+        lr = self.config.lr * lr_factor(self.epochs_done, self.config.epochs, self.config.epochs_decay)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
+    @property
+    def lr(self) -> float:
+        return self.opt_g.param_groups[0]["lr"]
+
+    @torch.no_grad()
+    def translate(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fakes and reconstructions for sample grids, in eval mode and without touching any RNG."""
+        nets = list(self.nets.values())
+        for net in nets:
+            net.eval()
+        try:
+            real_a, real_b = self._to_device(real_a), self._to_device(real_b)
+            with self._autocast():
+                fake_b = self.gen_ab(real_a)
+                fake_a = self.gen_ba(real_b)
+                out = {"real_a": real_a, "fake_b": fake_b, "rec_a": self.gen_ba(fake_b),
+                       "real_b": real_b, "fake_a": fake_a, "rec_b": self.gen_ab(fake_a)}
+            return {k: v.float().cpu() for k, v in out.items()}
+        finally:
+            for net in nets:
+                net.train()
+
+    def state_dict(self) -> dict:
+        """Everything shared by all processes: weights, optimisers, lr schedule position, grad scaler."""
+        state = {name: net.state_dict() for name, net in self.nets.items()}
+        state.update(opt_g=self.opt_g.state_dict(), opt_d=self.opt_d.state_dict(), epochs_done=self.epochs_done,
+                     scaler=self.scaler.state_dict())
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, net in self.nets.items():
+            net.load_state_dict(state[name])  # strict: raises on any missing, extra or reshaped tensor
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.epochs_done = int(state["epochs_done"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self._apply_lr()
+
+    def pools_state(self) -> dict:
+        return {"pool_a": self.pool_a.state_dict(), "pool_b": self.pool_b.state_dict()}
+
+    def load_pools_state(self, state: dict) -> None:
+        self.pool_a.load_state_dict(state["pool_a"], self.device)
+        self.pool_b.load_state_dict(state["pool_b"], self.device)
