@@ -25,6 +25,8 @@ class BackendOptions:
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
+    compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
+                                                           "(slow first frame per size, faster after)"})
 
 
 def create_backend(model: str, options: BackendOptions = BackendOptions()) -> Backend:
@@ -34,7 +36,8 @@ def create_backend(model: str, options: BackendOptions = BackendOptions()) -> Ba
     from .torch_backend import TorchBackend
 
     generator, info = load_model(model)
-    return TorchBackend(generator, info, device=resolve_device(options.device))
+    return TorchBackend(generator, info, device=resolve_device(options.device), precision=options.precision,
+                        compile=options.compile)
 
 
 def resolve_device(device: str) -> str:
