@@ -141,11 +141,90 @@ def run_models(args) -> int:
     return 0
 
 
+# --- video ------------------------------------------------------------------------------------------------
+SIZE_HELP_VIDEO = ("processing size: N resizes the short side to N (a multiple of 4) and scales the result back; "
+                   "'native' pads to a multiple of 4 [256, the official models' training size]")
+
+
+def add_video(sub) -> None:
+    p = sub.add_parser("video", help="translate video files (frame count, rate, rotation and audio kept)",
+                       description="Translate every frame of video files. One input may write to a file --out; "
+                                   "several write OUT/<stem>_<model>.mp4. Audio is copied unchanged.")
+    p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--out", required=True, type=Path, help="output file (one input) or folder")
+    p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
+    p.add_argument("--batch", type=int, default=1, help="frames per backend call (helps GPUs) [1]")
+    add_backend_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+
+def run_video(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rtstyle.convert import ConversionInterrupted, convert_videos, output_paths
+    from rtstyle.paths import VIDEO_SUFFIXES, expand_inputs
+    from rtstyle.pipeline import FrameTranslator
+    from rtstyle.transforms import parse_size
+
+    size = parse_size(args.size)
+    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
+    backend = backend_from_args(args)
+    model_name = backend.info.name or Path(args.model).stem
+    pairs = list(zip(inputs, output_paths(inputs, args.out, model_name)))
+    console.print(f"[bold]{len(inputs)}[/] video(s) with {args.model} "
+                  f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}, "
+                  f"size {size or 'native'}, batch {args.batch}")
+    translator = FrameTranslator(backend, size)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=console,
+                        transient=False)
+    tasks: dict = {}
+
+    def on_start(src, dst, info):
+        tasks[src] = progress.add_task(src.name, total=info.frames or None, fps=0.0)
+        progress.console.print(f"{src} ({info.width}x{info.height}, {float(info.rate):.3f} fps, "
+                               f"{info.frames} frames{', audio ' + info.audio if info.audio else ''}) -> {dst}")
+
+    def on_progress(src, done):
+        task = tasks[src]
+        speed = progress.tasks[task].speed or 0.0
+        progress.update(task, completed=done, fps=speed)
+
+    def on_done(result, src, error):
+        if result is not None and not error:
+            if src in tasks:
+                progress.update(tasks[src], completed=result.frames, total=result.frames)
+            for note in result.notes:
+                progress.console.print(f"  note: {note}")
+            progress.console.print(f"  {result.frames} frames in {result.seconds:.1f} s: [bold]{result.fps:.2f} fps[/]"
+                                   f" | {result.times.summary()}")
+        if error:
+            progress.console.print(f"[red]failed[/] {src}: {error}")
+
+    try:
+        with progress:
+            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite,
+                                    on_start=on_start, on_progress=on_progress, on_done=on_done)
+    except ConversionInterrupted as e:
+        r = e.result
+        kept = (f"the {r.frames} frames translated so far are in {r.output} (playable, named as partial)"
+                if r.output else "no frame had been written; nothing was kept")
+        console.print(f"[yellow]interrupted[/] during {r.source}: {kept}")
+        return 130
+    frames = sum(r.frames for r in report.done)
+    seconds = sum(r.seconds for r in report.done)
+    console.print(f"[bold]{len(report.done)}[/] written, [bold]{len(report.failed)}[/] failed; "
+                  f"{frames} frames in {seconds:.1f} s: [bold]{frames / seconds if seconds else 0:.2f} fps[/] overall")
+    return 1 if report.failed else 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
     "download": (add_download, run_download),
     "models": (add_models, run_models),
+    "video": (add_video, run_video),
 }
 
 
@@ -164,12 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     from rtstyle.download import DownloadError
     from rtstyle.paths import InputError
     from rtstyle.store import ModelNotFound
+    from rtstyle.video_io import OutputExistsError
     from rtstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError) as e:
+    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
+            OutputExistsError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
     except KeyboardInterrupt:
