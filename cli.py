@@ -219,12 +219,62 @@ def run_video(args) -> int:
     return 1 if report.failed else 0
 
 
+# --- webcam -----------------------------------------------------------------------------------------------
+def add_webcam(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from rtstyle.live import LiveOptions
+
+    p = sub.add_parser("webcam", help="translate a camera or stream live, in a window",
+                       description="Translate a live source in a window (keys: q/Esc quit, s snapshot, space "
+                                   "original/translated, +/- processing size, o overlay). Live sources keep only "
+                                   "the newest frame, so latency does not grow when translation is slower.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--source", default="0", help="camera index, rtsp:// or http(s):// stream (e.g. MJPEG), "
+                                                 "video file, or folder/glob of images [0]")
+    p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
+    add_backend_args(p)
+    add_dataclass_args(p, LiveOptions)
+
+
+def run_webcam(args) -> int:
+    from rtstyle.config import dataclass_from_args
+    from rtstyle.display import check_display
+    from rtstyle.live import LiveOptions, run_live
+    from rtstyle.pipeline import FrameTranslator
+    from rtstyle.sources import open_source
+    from rtstyle.transforms import parse_size
+
+    options = dataclass_from_args(LiveOptions, args, size=parse_size(args.size))
+    if options.show:
+        check_display()  # before loading anything: a clear error instead of a crash
+    if options.record and options.record.exists() and not options.overwrite:
+        raise ValueError(f"{options.record} exists; pass --overwrite to replace it")
+    backend = backend_from_args(args)
+    log = lambda message: console.print(message)  # noqa: E731
+    source = open_source(args.source, realtime=options.show, log=log)
+    console.print(f"{source.name} ({'live, newest frame only' if source.live else 'every frame'}) with "
+                  f"{args.model} via {backend.describe()}, size {options.size or 'native'}")
+    report = run_live(source, FrameTranslator(backend, options.size), options, log=log)
+    median, worst = report.latency_ms()
+    console.print(f"{report.ended}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} fps), "
+                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms")
+    if report.frames:
+        console.print(f"  {report.times.summary()}")
+    if report.recorded:
+        console.print(f"recorded -> {report.recorded}")
+    if report.error:
+        console.print(f"[red]error:[/] {report.error}")
+        return 1
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
     "download": (add_download, run_download),
     "models": (add_models, run_models),
     "video": (add_video, run_video),
+    "webcam": (add_webcam, run_webcam),
 }
 
 
@@ -240,8 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rtstyle.backends import BackendUnavailable
+    from rtstyle.display import DisplayUnavailable
     from rtstyle.download import DownloadError
     from rtstyle.paths import InputError
+    from rtstyle.sources import SourceError
     from rtstyle.store import ModelNotFound
     from rtstyle.video_io import OutputExistsError
     from rtstyle.weights import WeightsError
@@ -250,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command][1](args)
     except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
-            OutputExistsError) as e:
+            SourceError, DisplayUnavailable, OutputExistsError) as e:
         console.print(f"[red]error:[/] {e}")
         return 2
     except KeyboardInterrupt:
