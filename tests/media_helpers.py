@@ -132,6 +132,7 @@ def stamp_index(image: np.ndarray, index: int, bits: int = 12) -> np.ndarray:
 
 
 def read_index(image: np.ndarray, bits: int = 12) -> int:
+    assert image.shape[1] >= 8 * bits, "frame too narrow for the stamped index"
     return sum(1 << b for b in range(bits) if image[2:6, b * 8 + 2:b * 8 + 6].mean() > 127)
 
 
