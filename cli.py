@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -181,15 +182,15 @@ def run_video(args) -> int:
                         transient=False)
     tasks: dict = {}
 
+    started: dict = {}
+
     def on_start(src, dst, info):
-        tasks[src] = progress.add_task(src.name, total=info.frames or None, fps=0.0)
+        tasks[src], started[src] = progress.add_task(src.name, total=info.frames or None, fps=0.0), time.perf_counter()
         progress.console.print(f"{src} ({info.width}x{info.height}, {float(info.rate):.3f} fps, "
                                f"{info.frames} frames{', audio ' + info.audio if info.audio else ''}) -> {dst}")
 
     def on_progress(src, done):
-        task = tasks[src]
-        speed = progress.tasks[task].speed or 0.0
-        progress.update(task, completed=done, fps=speed)
+        progress.update(tasks[src], completed=done, fps=done / max(time.perf_counter() - started[src], 1e-9))
 
     def on_done(result, src, error):
         if result is not None and not error:

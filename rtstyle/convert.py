@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import av
 import numpy as np
 
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
@@ -164,8 +165,10 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
             except Exception:
                 result.output = None
             kept = f"; the {result.frames} frames before are in {result.output}" if result.output else ""
-            if isinstance(e, VideoReadError):
+            if isinstance(e, VideoReadError):  # its message names the file
                 raise ConversionFailed(f"{e}{kept}", result) from e
+            if isinstance(e, (OSError, av.FFmpegError)):  # a full disk, an encoder refusing the frames
+                raise ConversionFailed(f"{src}: writing {dst} failed ({e}){kept}", result) from e
             raise
 
 
@@ -198,6 +201,8 @@ def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, 
             result, error = e.result, str(e)
         except (VideoReadError, OutputExistsError) as e:
             error = str(e)
+        except av.FFmpegError as e:  # e.g. an encoder that refuses this size
+            error = f"{src}: {e}"
         if error:
             report.failed.append((src, error))
         if on_done:

@@ -22,7 +22,7 @@ from .display import KEY_HELP, Window, compose, draw_overlay
 from .images import write_image
 from .pipeline import FrameTranslator, StageTimes, timed
 from .sources import Captured, Source
-from .transforms import round_to_multiple
+from .transforms import resize_frames, round_to_multiple
 from .video_io import OutputExistsError, VideoWriter
 
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
@@ -120,7 +120,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
                         recorder = VideoWriter(options.record, view.shape[1], view.shape[0],
                                                source.rate or Fraction(30), time_base=Fraction(1, 1000),
                                                overwrite=options.overwrite)
-                    recorder.write(view, _record_time(item, start))
+                    recorder.write(_fit(view, recorder.size), _record_time(item, start))
             now = time.monotonic()
             latency = now - item.captured_at
             if last_shown is not None:
@@ -176,6 +176,19 @@ def _record_time(item: Captured, start: float) -> Fraction:
     if item.pts is not None:
         return item.pts
     return Fraction(round((item.captured_at - start) * 1000), 1000)
+
+
+def _fit(view: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`view` letterboxed into (h, w): a recording keeps its first frame's size (images in a folder differ)."""
+    h, w = size
+    if view.shape[:2] == (h, w):
+        return view
+    scale = min(h / view.shape[0], w / view.shape[1])
+    nh, nw = max(1, round(view.shape[0] * scale)), max(1, round(view.shape[1] * scale))
+    out = np.zeros((h, w, 3), np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    out[top:top + nh, left:left + nw] = resize_frames(view[None], nh, nw)[0]
+    return out
 
 
 def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool) -> list[str]:

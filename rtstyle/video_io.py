@@ -177,6 +177,7 @@ class VideoWriter:
         os.close(fd)
         self.tmp = Path(tmp)
         self.rate = Fraction(rate)
+        self.size = (height, width)
         self.notes: list[str] = []
         self.frames = 0
         self._t0: Fraction | None = None

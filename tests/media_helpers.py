@@ -52,8 +52,9 @@ def pattern(i: int, h: int, w: int) -> np.ndarray:
 
 
 def make_clip(path: Path, frames: int = 12, width: int = 64, height: int = 48, rate: Fraction = Fraction(25),
-              audio: bool = False, rotation: int = 0, time_base: Fraction | None = None) -> Path:
-    """Encode a test clip with PyAV: H.264, optional AAC tone (as long as the video), display rotation."""
+              audio: str | None = None, rotation: int = 0, time_base: Fraction | None = None) -> Path:
+    """Encode a test clip with PyAV: H.264, an optional tone as long as the video (`audio`: the encoder,
+    'aac' or 'libopus'), display rotation."""
     rate = Fraction(rate)
     container = av.open(str(path), "w")
     video = container.add_stream("libx264", rate=rate, options={"crf": "20", "preset": "ultrafast"})
@@ -63,7 +64,8 @@ def make_clip(path: Path, frames: int = 12, width: int = 64, height: int = 48, r
     video.time_base = video.codec_context.time_base = tb
     if rotation:
         video.set_display_rotation(rotation)
-    sound = container.add_stream("aac", rate=16000, layout="mono") if audio else None
+    sample_rate = 48000 if audio == "libopus" else 16000  # Opus knows only 8/12/16/24/48 kHz; 48 is its default
+    sound = container.add_stream(audio, rate=sample_rate, layout="mono") if audio else None
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(pattern(i, height, width), format="rgb24")
         frame.pts = round(Fraction(i) / rate / tb)
@@ -71,12 +73,12 @@ def make_clip(path: Path, frames: int = 12, width: int = 64, height: int = 48, r
         container.mux(video.encode(frame))
     container.mux(video.encode(None))
     if sound is not None:
-        total = int(frames / rate * 16000)
-        for start in range(0, total, 1024):
-            n = min(1024, total - start)
-            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(start, start + n) / 16000)).astype(np.float32)
-            chunk = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")
-            chunk.sample_rate, chunk.pts = 16000, start
+        total, step = int(frames / rate * sample_rate), sound.codec_context.frame_size or 1024
+        for start in range(0, total, step):
+            n = min(step, total - start)
+            tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(start, start + n) / sample_rate)).astype(np.float32)
+            chunk = av.AudioFrame.from_ndarray(tone[None], format="fltp", layout="mono")  # PyAV converts
+            chunk.sample_rate, chunk.pts = sample_rate, start
             container.mux(sound.encode(chunk))
         container.mux(sound.encode(None))
     container.close()

@@ -49,7 +49,7 @@ def test_real_clip_keeps_frames_rate_size_and_duration(tiny_model, tmp_path, cap
 
 
 def test_audio_is_copied_not_reencoded(tiny_model, tmp_path):
-    src = make_clip(tmp_path / "talk.mp4", frames=15, rate=Fraction(25, 2), audio=True)
+    src = make_clip(tmp_path / "talk.mp4", frames=15, rate=Fraction(25, 2), audio="aac")
     out = tmp_path / "talk_out.mp4"
     assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
     assert_same_timing(src, out)
@@ -57,6 +57,16 @@ def test_audio_is_copied_not_reencoded(tiny_model, tmp_path):
     assert b.audio_codec == a.audio_codec == "aac"
     assert abs(b.audio_duration - a.audio_duration) <= 1 / float(a.rate)
     assert b.audio_packets == a.audio_packets  # remuxed: the very same bytes
+
+
+def test_audio_the_container_cannot_hold_is_reencoded_and_said(tiny_model, tmp_path, capsys):
+    src = make_clip(tmp_path / "talk.mkv", frames=10, audio="libopus")  # MOV has no Opus mapping
+    out = tmp_path / "talk_out.mov"
+    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert "cannot hold opus; re-encoded to AAC" in capsys.readouterr().err
+    a, b = probe(src), probe(out)
+    assert (a.audio_codec, b.audio_codec) == ("opus", "aac")
+    assert abs(b.audio_duration - a.audio_duration) <= 0.1
 
 
 def test_odd_size_and_non_integer_rate_native_size(tiny_model, tmp_path):
@@ -133,7 +143,7 @@ def test_several_inputs_refuse_a_file_output(tiny_model, tmp_path, capsys):
 
 def test_ctrl_c_leaves_a_playable_partial_file(tiny_model, tmp_path):
     """A real SIGINT while frames are being encoded: what was translated is kept as <stem>.partial.mp4."""
-    src = make_clip(tmp_path / "long.mp4", frames=60, rate=Fraction(25), audio=True)
+    src = make_clip(tmp_path / "long.mp4", frames=60, rate=Fraction(25), audio="aac")
     dst = tmp_path / "long_out.mp4"
     translator = FrameTranslator(create_backend(str(tiny_model), BackendOptions(device="cpu")), 32)
 

@@ -156,6 +156,18 @@ def test_image_folder_and_glob_sources(tiny_model, tmp_path):
         assert report.ended == "source ended" and seen == [(40, 56, 3)] * 3
 
 
+def test_recording_images_of_different_sizes_letterboxes_them(tiny_model, tmp_path):
+    write_image(tmp_path / "a.png", pattern(0, 40, 56))
+    write_image(tmp_path / "b.png", np.full((50, 20, 3), 200, np.uint8))  # tall: fitted into 40x56, bars beside
+    out = tmp_path / "rec.mp4"
+    backend = create_backend(str(tiny_model), BackendOptions(device="cpu"))
+    report = run_live(open_source(str(tmp_path)), FrameTranslator(backend, 32),
+                      LiveOptions(show=False, record=out), log=lambda m: None)
+    frames = read_frames(report.recorded)
+    assert [f.shape for f in frames] == [(40, 56, 3)] * 2
+    assert frames[1][:, :8].max() < 30  # black bar left of the narrower picture
+
+
 # --- the window, under a virtual display --------------------------------------------------------------------
 @pytest.fixture
 def xvfb():
