@@ -148,7 +148,8 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
                     show_original = not show_original
                     log("showing the original" if show_original else "showing the translation")
                 elif action in ("bigger", "smaller"):
-                    new = next_size(translator.size, item.rgb.shape[:2], SIZE_STEP if action == "bigger" else -SIZE_STEP)
+                    step = SIZE_STEP if action == "bigger" else -SIZE_STEP
+                    new = next_size(translator.size, item.rgb.shape[:2], step)
                     log(f"processing size {translator.size or 'native'} -> {new}")
                     translator.size = new
                 elif action == "overlay":

@@ -75,7 +75,7 @@ def test_reduced_precision_stays_close_to_fp32(tiny_model, precision, tolerance)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile needs a C++ compiler")
+@pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
 def test_compiled_matches_eager(tiny_model):
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     eager = create_backend(str(tiny_model), BackendOptions(device="cpu", precision="fp32"))
