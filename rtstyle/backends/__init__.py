@@ -10,7 +10,7 @@ tensorrt) are imported inside their own module so `import rtstyle` works without
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,8 @@ class BackendOptions:
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
+    compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
+                                                           "(slow first frame per size, faster after)"})
 
 
 def _stderr(message: str) -> None:
@@ -50,26 +52,28 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     if options.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
     log = log or (lambda message: None)
+    if options.compile and options.backend == "auto":
+        log("--compile given: using the torch backend (torch.compile)")
+        options = replace(options, backend="torch")
     path = resolve_model(model)
     kind = artifact_kind(path)
     choice = choose_backend(kind, options.backend, options.device, options.precision, probe())
     if options.backend == "auto":
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
-    backend = _instantiate(choice, path, log)
+    if options.compile and choice.backend != "torch":
+        raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
+    backend = _instantiate(choice, path, log, compile=options.compile)
     backend.choice = choice
     return backend
 
 
-def _instantiate(choice: Choice, path: Path, log: Log) -> Backend:
+def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False) -> Backend:
     if choice.backend == "torch":
         from ..weights import load_model
         from .torch_backend import TorchBackend
 
         generator, info = load_model(path)
-        if choice.precision == "fp32":
-            return TorchBackend(generator, info, device=choice.device)
-        # Precision arrives in TorchBackend with the runtime issue; select.py only offers it when accepted.
-        return TorchBackend(generator, info, device=choice.device, precision=choice.precision)
+        return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=compile)
     if choice.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, onnx_source
 
