@@ -425,11 +425,68 @@ def run_webcam(args) -> int:
     return 0
 
 
+# --- demo -------------------------------------------------------------------------------------------------
+def add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="see it work: the bundled model on a bundled real clip (or --source 0)",
+                       description="Translate a bundled 4-second clip with the bundled demo model (photo -> "
+                                   "vintage, trained by this project on CPU), write the video and a side-by-side "
+                                   "PNG to --out (replacing the demo's own files there), show it in a window "
+                                   "when a display exists, and print the fps. --source makes it a live demo.")
+    p.add_argument("--model", default="demo", help=f"{MODEL_HELP} [demo]")
+    p.add_argument("--source", help="camera index, stream URL or video file for a live demo [the bundled clip]")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder [runs/demo]")
+    p.add_argument("--size", default="256", help="processing size: short side N or 'native' [256]")
+    p.add_argument("--show", action=argparse.BooleanOptionalAction, default=None,
+                   help="open a window (default: when a display exists)")
+    p.add_argument("--duration", type=float, help="live demo: stop after this many seconds")
+    add_backend_args(p)
+
+
+def run_demo(args) -> int:
+    from rtstyle.demo import run_demo as demo
+    from rtstyle.display import DisplayUnavailable, check_display
+    from rtstyle.live import LiveOptions, run_live
+    from rtstyle.pipeline import FrameTranslator
+    from rtstyle.sources import open_source
+    from rtstyle.transforms import parse_size
+
+    size = parse_size(args.size)
+    show = args.show
+    if show is None:
+        try:
+            check_display()
+            show = True
+        except DisplayUnavailable:
+            show = False
+    elif show:
+        check_display()
+    backend = backend_from_args(args)
+    console.print(f"demo model {args.model} ({backend.info.direction or 'direction unknown'}) via "
+                  f"{backend.describe()}")
+    if args.source is not None:
+        record = None if show else args.out / "live.mp4"
+        options = LiveOptions(size=size, show=show, side_by_side=True, record=record, overwrite=True,
+                              duration=args.duration if show or args.duration else 10.0)
+        args.out.mkdir(parents=True, exist_ok=True)
+        report = run_live(open_source(args.source, realtime=show, log=console.print),
+                          FrameTranslator(backend, size), options, log=console.print)
+        console.print(f"{report.frames} frames at [bold]{report.fps:.1f} fps[/]"
+                      + (f"; recorded -> {report.recorded}" if report.recorded else ""))
+        return 1 if report.error else 0
+    report = demo(backend, args.out, size=size, show=show, log=console.print)
+    console.print(f"translated {report.frames} frames at [bold]{report.fps:.1f} fps[/] (decode + translate + encode)")
+    console.print(f"video: {report.video}\nside by side: {report.side_by_side}")
+    if not show:
+        console.print("no display here: nothing shown (open the files above, or run with a display)")
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
     "download": (add_download, run_download),
     "models": (add_models, run_models),
+    "demo": (add_demo, run_demo),
     "video": (add_video, run_video),
     "webcam": (add_webcam, run_webcam),
     "datasets": (add_datasets, run_datasets),
