@@ -13,7 +13,7 @@ OUT=${OUT:-runs}
 [ -d "$DATA" ] || $PY cli.py datasets make-demo --out "$DATA" --seed 0
 OMP_NUM_THREADS=1 $PY cli.py train --dataroot "$DATA" --name demo96 --out "$OUT" --names photo,vintage \
   --ngf 16 --n-blocks 6 --ndf 32 --load-size 108 --crop-size 96 --lambda-identity 2.0 --precision bf16 \
-  --epochs 7 --epochs-decay 7 --num-workers 0 --seed 0 --max-minutes 33 --save-every 500 --sample-every 1000
+  --epochs 7 --epochs-decay 7 --num-workers 0 --seed 0 --save-every 500 --sample-every 1000
 $PY - "$OUT/demo96/G_A.safetensors" rtstyle/assets/demo.safetensors <<'PYEOF'
 import sys
 from dataclasses import replace

