@@ -248,8 +248,12 @@ def run_export(args) -> int:
                           log=lambda message: console.print(message, markup=False))
     for note in result.notes:
         console.print(f"  {note}", markup=False)
-    console.print(f"max abs error vs PyTorch fp32: [bold]{result.max_abs_error:.2e}[/] "
-                  f"(tolerance {result.tolerance:g})")
+    if result.psnr_db is not None:
+        console.print(f"worst-frame PSNR vs PyTorch fp32 on held-out real frames: [bold]{result.psnr_db:.1f} dB[/] "
+                      f"(bound {result.psnr_bound:g} dB; max abs {result.max_abs_error:.2e})")
+    else:
+        console.print(f"max abs error vs PyTorch fp32: [bold]{result.max_abs_error:.2e}[/] "
+                      f"(tolerance {result.tolerance:g})")
     console.print(f"wrote {result.path}  (run it: --model {result.path})")
     return 0
 

@@ -22,7 +22,7 @@ from .base import Backend, BackendUnavailable
 from .select import Choice, choose_backend, probe
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 Log = Callable[[str], None]
 
@@ -33,7 +33,9 @@ class BackendOptions:
 
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
+    precision: str = field(default="auto", metadata={
+        "help": "numeric precision (int8: OpenVINO on the CPU, quantised and accuracy-checked per input size)",
+        "choices": PRECISIONS})
 
 
 def _stderr(message: str) -> None:
@@ -76,6 +78,11 @@ def _instantiate(choice: Choice, path: Path, log: Log) -> Backend:
         return OnnxRuntimeBackend(onnx_source(path, log), device=choice.device)
     if choice.backend == "openvino":
         from .openvino_backend import OpenVinoBackend
+
+        if choice.precision == "int8" and artifact_kind(path) == "weights":
+            from .openvino_int8_backend import OpenVinoInt8Backend
+
+            return OpenVinoInt8Backend(path, log=log)
 
         return OpenVinoBackend(path, precision=choice.precision, log=log)
     if choice.backend == "tensorrt":
