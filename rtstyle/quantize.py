@@ -196,8 +196,11 @@ def int8_cache_path(weights_path: Path, digest: str, hw: tuple[int, int], target
 
 def cached_int8(weights_path: Path, hw: tuple[int, int], log: Log | None = None, *,
                 target_psnr: float = TARGET_PSNR, min_psnr: float = MIN_PSNR,
-                calibration_count: int = CALIBRATION_COUNT) -> Int8Decision:
-    """The int8 IR for `weights_path` at (h, w), built once (minutes) and then read from the cache."""
+                calibration_count: int = CALIBRATION_COUNT, build: bool = True) -> Int8Decision | None:
+    """The int8 IR for `weights_path` at (h, w), built once (minutes) and then read from the cache.
+
+    With `build=False`, only what the cache holds (the IR or the fallback decision), else None.
+    """
     from .convert import save_openvino
     from .weights import load_model
 
@@ -209,6 +212,8 @@ def cached_int8(weights_path: Path, hw: tuple[int, int], log: Log | None = None,
         return Int8Decision(xml, "cached int8 build", built=False)
     if fallback.is_file():
         return Int8Decision(None, json.loads(fallback.read_text())["explanation"], built=False)
+    if not build:
+        return None
     if log:
         log(f"int8: first use of {weights_path.name} at {hw[0]}x{hw[1]}: building the int8 OpenVINO model once "
             f"(a few minutes on a small CPU; cached in {xml.parent})")

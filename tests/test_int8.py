@@ -193,18 +193,23 @@ def test_on_the_fly_int8_is_cached_and_falls_back_per_size(store):
 
 
 @needs_int8
-def test_auto_picks_int8_says_why_and_reuses_the_cache(store):
+def test_auto_picks_int8_says_why_builds_when_a_size_recurs_and_reuses_the_cache(store):
     generator, _ = load_model(store / "tiny.safetensors")
     said: list[str] = []
     runner = create_backend("tiny", BackendOptions(), log=said.append)
     assert (runner.choice.backend, runner.choice.precision) == ("openvino", "int8")
     assert said[0].startswith("backend auto -> openvino (int8, cpu)") and "falls back" in said[0]
-    worst, _ = _heldout_psnr(runner, generator)
-    assert worst >= 30 and any("building the int8 OpenVINO model once" in s for s in said)
+    for hw in [(32, 36), (36, 32)]:  # one-off sizes (a folder of assorted photos): bf16, no quantisation
+        runner.infer(torch.zeros(1, 3, *hw))
+    assert not any("building" in s for s in said) and "bf16 at 32x36 (no int8 build yet)" in runner.describe()
+    worst, _ = _heldout_psnr(runner, generator)  # five batches of one size (a stream): built at the second
+    assert worst >= 30 and sum("building the int8 OpenVINO model once" in s for s in said) == 1
+    assert f"int8 at {HW[0]}x{HW[1]}" in runner.describe()
     said.clear()
-    second = create_backend("tiny", BackendOptions(backend="openvino", precision="int8"), log=said.append)
-    second.infer(torch.zeros(1, 3, *HW))
-    assert not any("building" in s for s in said) and f"int8 at {HW[0]}x{HW[1]}" in second.describe()
+    second = create_backend("tiny", BackendOptions(), log=said.append)
+    second.infer(torch.zeros(1, 3, *HW))  # cached: int8 from the first batch
+    assert not any("building" in s or "no int8 build yet" in s for s in said)
+    assert f"int8 at {HW[0]}x{HW[1]}" in second.describe()
 
 
 CPU_INT8 = Environment(installed=frozenset({"onnxruntime", "openvino"}), openvino_bf16=True, openvino_int8=True,

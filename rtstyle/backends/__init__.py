@@ -57,12 +57,12 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     choice = choose_backend(kind, options.backend, options.device, options.precision, probe())
     if options.backend == "auto":
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
-    backend = _instantiate(choice, path, log)
+    backend = _instantiate(choice, path, log, asked_int8=options.precision == "int8")
     backend.choice = choice
     return backend
 
 
-def _instantiate(choice: Choice, path: Path, log: Log) -> Backend:
+def _instantiate(choice: Choice, path: Path, log: Log, asked_int8: bool = False) -> Backend:
     if choice.backend == "torch":
         from ..weights import load_model
         from .torch_backend import TorchBackend
@@ -82,7 +82,8 @@ def _instantiate(choice: Choice, path: Path, log: Log) -> Backend:
         if choice.precision == "int8" and artifact_kind(path) == "weights":
             from .openvino_int8_backend import OpenVinoInt8Backend
 
-            return OpenVinoInt8Backend(path, log=log)
+            # Asked for: build on first use. Chosen by auto: once a size recurs (see openvino_int8_backend).
+            return OpenVinoInt8Backend(path, log=log, build_after=1 if asked_int8 else 2)
 
         return OpenVinoBackend(path, precision=choice.precision, log=log)
     if choice.backend == "tensorrt":
