@@ -8,6 +8,10 @@ frames: max abs error on the [-1, 1] scale, PSNR of the uint8 frames over all of
 one. By default those are the held-out frames of `rtstyle.calibration` (never the int8 calibration
 frames); with a video, frames spread over it. Memory is what the variant added to the process at its
 peak while it was built and warmed up (Linux VmHWM, reset before each variant); on CUDA, torch's peak.
+With a video, each variant also converts the video's first frames end to end (`rtstyle.video`: decode,
+translate and encode overlapped in threads) at short side min(size), and the bare `backend.infer` fps on
+one preprocessed frame of that processing shape is measured just before and just after, so the two
+figures sit side by side from the same minutes of the machine.
 """
 
 from __future__ import annotations
@@ -151,10 +155,57 @@ def _outputs(backend: Backend, x: torch.Tensor, batch: int) -> torch.Tensor:
     return torch.cat([backend.infer(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 
 
+def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
+    """The first `frames` frames of `video` as a new file in `folder` (re-encoded; timing and rotation kept)."""
+    from .video_io import VideoReader, VideoWriter
+
+    target = Path(folder) / f"{Path(video).stem}-first{frames}.mp4"
+    with VideoReader(video) as reader:
+        info = reader.info
+        writer = VideoWriter(target, info.width, info.height, info.rate, time_base=info.time_base,
+                             rotation=info.rotation, overwrite=True)
+        for index, (rgb, stamp) in enumerate(reader):
+            if index >= frames:
+                break
+            writer.write(rgb, stamp)
+        return writer.close()
+
+
+def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path, bare_calls: int = 3) -> dict:
+    """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape."""
+    from .pipeline import FrameTranslator
+    from .transforms import preprocess
+    from .video import convert_video
+    from .video_io import VideoReader
+
+    with VideoReader(clip) as reader:
+        frame, _ = next(iter(reader))
+    x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
+
+    def bare() -> float:
+        start = time.perf_counter()
+        for _ in range(bare_calls):
+            backend.infer(x)
+        return bare_calls * batch / (time.perf_counter() - start)
+
+    backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
+    before = bare()
+    result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
+                           batch=batch, overwrite=True)
+    after = bare()
+    bare_fps = (before + after) / 2
+    return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
+            "bare_fps": bare_fps, "bare_fps_before": before, "bare_fps_after": after,
+            "e2e_vs_bare": result.fps / bare_fps, "stage_ms_per_frame": result.times.ms_per_frame()}
+
+
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
-            warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None,
+            warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
             log: Callable[[str], None] = lambda m: None) -> list[Record]:
-    """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline."""
+    """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
+
+    With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
+    """
     specs = [BASELINE] + [v for v in dict.fromkeys(variants) if v != BASELINE]
     count = max(batch, 5)
     frames = sample_frames(count + (-count) % batch, size, video)  # whole batches only
@@ -197,6 +248,17 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
                 times[spec].append((time.perf_counter() - begin) * 1000.0)
         log(f"{size[0]}x{size[1]} batch {batch}: round {r + 1}/{rounds} " + ", ".join(
             f"{s} {statistics.median(times[s]):.0f} ms" for s in order))
+    conversions = {}
+    if video is not None and e2e_frames > 0:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="rtstyle-bench-") as folder:
+            clip = video_excerpt(video, e2e_frames, Path(folder))
+            for spec in order:
+                log(f"{spec}: converting the first {e2e_frames} frames of {video.name} end to end")
+                conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder))
+                log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
+                    f"{conversions[spec]['bare_fps']:.2f} fps at {conversions[spec]['processing']}")
     base_ms = statistics.median(times[BASELINE])
     ref = outputs[BASELINE]
     ref_frames = tensor_to_frames(ref)
@@ -216,7 +278,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             max_abs_err=float((outputs[spec] - ref).abs().max()), psnr_db=psnr_db(ref_frames, out_frames),
             psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
             added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
-            extra={"accuracy_frames": len(ref_frames)}))
+            extra={"accuracy_frames": len(ref_frames)} | ({"video": conversions[spec]} if spec in conversions else {})))
     return records
 
 
