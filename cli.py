@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -301,6 +302,133 @@ def run_plot(args) -> int:
     return 0
 
 
+# --- video ------------------------------------------------------------------------------------------------
+SIZE_HELP_VIDEO = ("processing size: N resizes the short side to N (a multiple of 4) and scales the result back; "
+                   "'native' pads to a multiple of 4 [256, the official models' training size]")
+
+
+def add_video(sub) -> None:
+    p = sub.add_parser("video", help="translate video files (frame count, rate, rotation and audio kept)",
+                       description="Translate every frame of video files. One input may write to a file --out; "
+                                   "several write OUT/<stem>_<model>.mp4. Audio is copied unchanged.")
+    p.add_argument("inputs", nargs="+", help="video files, folders or glob patterns")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--out", required=True, type=Path, help="output file (one input) or folder")
+    p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
+    p.add_argument("--batch", type=int, default=1, help="frames per backend call (helps GPUs) [1]")
+    add_backend_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+
+
+def run_video(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from rtstyle.video import ConversionInterrupted, convert_videos, output_paths
+    from rtstyle.paths import VIDEO_SUFFIXES, expand_inputs
+    from rtstyle.pipeline import FrameTranslator
+    from rtstyle.transforms import parse_size
+
+    size = parse_size(args.size)
+    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
+    backend = backend_from_args(args)
+    model_name = backend.info.name or Path(args.model).stem
+    pairs = list(zip(inputs, output_paths(inputs, args.out, model_name)))
+    console.print(f"[bold]{len(inputs)}[/] video(s) with {args.model} "
+                  f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}, "
+                  f"size {size or 'native'}, batch {args.batch}")
+    translator = FrameTranslator(backend, size)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=console,
+                        transient=False)
+    tasks: dict = {}
+
+    started: dict = {}
+
+    def on_start(src, dst, info):
+        tasks[src], started[src] = progress.add_task(src.name, total=info.frames or None, fps=0.0), time.perf_counter()
+        progress.console.print(f"{src} ({info.width}x{info.height}, {float(info.rate):.3f} fps, "
+                               f"{info.frames} frames{', audio ' + info.audio if info.audio else ''}) -> {dst}")
+
+    def on_progress(src, done):
+        progress.update(tasks[src], completed=done, fps=done / max(time.perf_counter() - started[src], 1e-9))
+
+    def on_done(result, src, error):
+        if result is not None and not error:
+            if src in tasks:
+                progress.update(tasks[src], completed=result.frames, total=result.frames)
+            for note in result.notes:
+                progress.console.print(f"  note: {note}")
+            progress.console.print(f"  {result.frames} frames in {result.seconds:.1f} s: [bold]{result.fps:.2f} fps[/]"
+                                   f" | {result.times.summary()}")
+        if error:
+            progress.console.print(f"[red]failed[/] {src}: {error}")
+
+    try:
+        with progress:
+            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite,
+                                    on_start=on_start, on_progress=on_progress, on_done=on_done)
+    except ConversionInterrupted as e:
+        r = e.result
+        kept = (f"the {r.frames} frames translated so far are in {r.output} (playable, named as partial)"
+                if r.output else "no frame had been written; nothing was kept")
+        console.print(f"[yellow]interrupted[/] during {r.source}: {kept}")
+        return 130
+    frames = sum(r.frames for r in report.done)
+    seconds = sum(r.seconds for r in report.done)
+    console.print(f"[bold]{len(report.done)}[/] written, [bold]{len(report.failed)}[/] failed; "
+                  f"{frames} frames in {seconds:.1f} s: [bold]{frames / seconds if seconds else 0:.2f} fps[/] overall")
+    return 1 if report.failed else 0
+
+
+# --- webcam -----------------------------------------------------------------------------------------------
+def add_webcam(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from rtstyle.live import LiveOptions
+
+    p = sub.add_parser("webcam", help="translate a camera or stream live, in a window",
+                       description="Translate a live source in a window (keys: q/Esc quit, s snapshot, space "
+                                   "original/translated, +/- processing size, o overlay). Live sources keep only "
+                                   "the newest frame, so latency does not grow when translation is slower.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--source", default="0", help="camera index, rtsp:// or http(s):// stream (e.g. MJPEG), "
+                                                 "video file, or folder/glob of images [0]")
+    p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
+    add_backend_args(p)
+    add_dataclass_args(p, LiveOptions)
+
+
+def run_webcam(args) -> int:
+    from rtstyle.config import dataclass_from_args
+    from rtstyle.display import check_display
+    from rtstyle.live import LiveOptions, run_live
+    from rtstyle.pipeline import FrameTranslator
+    from rtstyle.sources import open_source
+    from rtstyle.transforms import parse_size
+
+    options = dataclass_from_args(LiveOptions, args, size=parse_size(args.size))
+    if options.show:
+        check_display()  # before loading anything: a clear error instead of a crash
+    if options.record and options.record.exists() and not options.overwrite:
+        raise ValueError(f"{options.record} exists; pass --overwrite to replace it")
+    backend = backend_from_args(args)
+    log = lambda message: console.print(message)  # noqa: E731
+    source = open_source(args.source, realtime=options.show, log=log)
+    console.print(f"{source.name} ({'live, newest frame only' if source.live else 'every frame'}) with "
+                  f"{args.model} via {backend.describe()}, size {options.size or 'native'}")
+    report = run_live(source, FrameTranslator(backend, options.size), options, log=log)
+    median, worst = report.latency_ms()
+    console.print(f"{report.ended}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} fps), "
+                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms")
+    if report.frames:
+        console.print(f"  {report.times.summary()}")
+    if report.recorded:
+        console.print(f"recorded -> {report.recorded}")
+    if report.error:
+        console.print(f"[red]error:[/] {report.error}")
+        return 1
+    return 0
+
+
 # --- benchmark --------------------------------------------------------------------------------------------
 def add_benchmark(sub) -> None:
     p = sub.add_parser(
@@ -315,7 +443,10 @@ def add_benchmark(sub) -> None:
     p.add_argument("--sizes", default="256", help="comma list of N or HxW input sizes [256]")
     p.add_argument("--batch", default="1", help="comma list of batch sizes [1]")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
-    p.add_argument("--video", type=Path, help="take the accuracy frames from this video")
+    p.add_argument("--video", type=Path,
+                   help="also convert this video end to end with each variant (decode + translate + encode, short "
+                        "side min(size)) next to the bare backend fps there; its frames become the accuracy frames")
+    p.add_argument("--video-frames", type=int, default=60, help="frames of --video converted per variant [60]")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds [5]")
     p.add_argument("--per-round", type=int, default=2, help="timed calls per variant and round [2]")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first [2]")
@@ -354,20 +485,26 @@ def run_benchmark(args) -> int:
         for batch in batches:
             records += measure(args.model, variants, size, batch, device=args.device, warmup=args.warmup,
                                rounds=args.rounds, per_round=args.per_round, video=args.video,
+                               e2e_frames=args.video_frames if args.video else 0,
                                log=lambda message: console.print(message, markup=False))
     table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
-    for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "max abs", "PSNR dB (worst)",
-                 "+MiB", "setup s"):
+    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
+    for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
+                 "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
         table.add_column(name, justify="left" if name == "variant" else "right")
     for r in records:
         if r.error:
             table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch), f"[red]{r.error[:60]}[/]")
             continue
+        low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
+        e2e = r.extra.get("video")
         table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
-                      f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})", f"{r.added_mib:.0f}",
-                      f"{r.setup_s:.1f}")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+                      f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
+                      f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
+                      *((e2e["processing"], f"{e2e['e2e_fps']:.2f}", f"{e2e['bare_fps']:.2f}",
+                         f"{e2e['e2e_vs_bare']:.2f}") if e2e else ()))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)
     if args.json:
@@ -375,6 +512,7 @@ def run_benchmark(args) -> int:
                     "machine": machine | {"load_average_end": machine_info()["load_average"]},
                     "settings": {"rounds": args.rounds, "per_round": args.per_round, "warmup": args.warmup,
                                  "device": args.device, "video": str(args.video) if args.video else None,
+                                 "video_frames": args.video_frames if args.video else None,
                                  "baseline": BASELINE},
                     "records": as_dicts(records)}
         text = json.dumps(document, indent=1)
@@ -388,6 +526,8 @@ COMMANDS = {
     "import-weights": (add_import_weights, run_import_weights),
     "download": (add_download, run_download),
     "models": (add_models, run_models),
+    "video": (add_video, run_video),
+    "webcam": (add_webcam, run_webcam),
     "datasets": (add_datasets, run_datasets),
     "evaluate": (add_evaluate, run_evaluate),
     "export": (add_export, run_export),
@@ -409,16 +549,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rtstyle.backends import BackendUnavailable
+    from rtstyle.display import DisplayUnavailable
     from rtstyle.download import DownloadError
     from rtstyle.paths import InputError
+    from rtstyle.sources import SourceError
     from rtstyle.store import ModelNotFound
+    from rtstyle.video_io import OutputExistsError
     from rtstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
     except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
-            FileNotFoundError, FileExistsError, ModuleNotFoundError) as e:
+            FileNotFoundError, FileExistsError, ModuleNotFoundError, SourceError, DisplayUnavailable,
+            OutputExistsError) as e:
         from rich.markup import escape  # messages hold '[openvino]'-style extras: not markup
 
         console.print(f"[red]error:[/] {escape(str(e))}")

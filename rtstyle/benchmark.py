@@ -269,6 +269,10 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             continue
         ts = sorted(times[spec])
         med = statistics.median(ts)
+        # Per-round ratios (the baseline's and this variant's calls of the same round): how much the ratio moved.
+        per_round_ratio = sorted(statistics.median(times[BASELINE][r * per_round:(r + 1) * per_round])
+                                 / statistics.median(times[spec][r * per_round:(r + 1) * per_round])
+                                 for r in range(rounds))
         out_frames = tensor_to_frames(outputs[spec])
         added, peak, cuda, setup = memory[spec]
         records.append(Record(
@@ -278,7 +282,8 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             max_abs_err=float((outputs[spec] - ref).abs().max()), psnr_db=psnr_db(ref_frames, out_frames),
             psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
             added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
-            extra={"accuracy_frames": len(ref_frames)} | ({"video": conversions[spec]} if spec in conversions else {})))
+            extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio}
+            | ({"video": conversions[spec]} if spec in conversions else {})))
     return records
 
 

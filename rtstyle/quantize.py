@@ -226,3 +226,27 @@ def cached_int8(weights_path: Path, hw: tuple[int, int], log: Log | None = None,
         return Int8Decision(None, build.explanation, built=True)
     save_openvino(build.model, xml)
     return Int8Decision(xml, build.explanation, built=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m rtstyle.quantize WEIGHTS HxW`: what the int8 backend runs in a child process to build."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m rtstyle.quantize", description=main.__doc__)
+    parser.add_argument("weights", type=Path)
+    parser.add_argument("size", help="HxW, multiples of 4")
+    parser.add_argument("--target-psnr", type=float, default=TARGET_PSNR)
+    parser.add_argument("--min-psnr", type=float, default=MIN_PSNR)
+    parser.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT)
+    args = parser.parse_args(argv)
+    h, w = (int(v) for v in args.size.lower().split("x"))
+    decision = cached_int8(args.weights, (h, w), lambda message: print(message, file=sys.stderr, flush=True),
+                           target_psnr=args.target_psnr, min_psnr=args.min_psnr,
+                           calibration_count=args.calibration_count)
+    print(f"int8 at {h}x{w}: {decision.explanation}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,15 +58,23 @@ def test_cli_benchmark_writes_records_for_every_variant(tiny_model_path, tmp_pat
     assert "x fp32" in err.out and "openvino:int8" in err.out
 
 
-def test_measure_batches_and_a_video(tiny_model_path):
-    records = measure(str(tiny_model_path), [BASELINE], (32, 48), batch=2, rounds=2, per_round=1, warmup=1,
-                      video=ASSETS_DIR / "demo_clip.mp4")
-    assert len(records) == 1
+def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
+    records = measure(str(tiny_model_path), [BASELINE, "torch:bf16"], (32, 48), batch=2, rounds=2, per_round=1,
+                      warmup=1, video=ASSETS_DIR / "demo_clip.mp4", e2e_frames=6)
+    assert [r.variant for r in records] == [BASELINE, "torch:bf16"]
     record = records[0]
     assert record.size == (32, 48) and record.batch == 2 and record.timed_calls == 2
     assert record.fps == pytest.approx(2000.0 / record.ms_median)
     assert record.extra["accuracy_frames"] == 6  # whole batches: 5 frames rounded up to 3 batches of 2
+    assert record.extra["ratio_rounds"] == [1.0, 1.0]
     _check_baseline({**record.__dict__, "error": None})
+    for r in records:  # the 640x360 clip at short side 32: 32x57 rounded to multiples of 4
+        video = r.extra["video"]
+        assert video["processing"] == "32x56" and video["frames"] == 6
+        assert video["e2e_fps"] > 0 and video["bare_fps"] > 0
+        assert video["e2e_vs_bare"] == pytest.approx(video["e2e_fps"] / video["bare_fps"])
+        assert {"decode", "infer", "encode"} <= set(video["stage_ms_per_frame"])
+    assert records[1].error is None and 30 <= records[1].psnr_min_db < math.inf  # bf16: close, not identical
 
 
 def test_sample_frames_from_video_and_default():

@@ -10,7 +10,7 @@ tensorrt) are imported inside their own module so `import rtstyle` works without
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,8 @@ class BackendOptions:
     precision: str = field(default="auto", metadata={
         "help": "numeric precision (int8: OpenVINO on the CPU, quantised and accuracy-checked per input size)",
         "choices": PRECISIONS})
+    compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
+                                                           "(slow first frame per size, faster after)"})
 
 
 def _stderr(message: str) -> None:
@@ -52,26 +54,28 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     if options.precision not in PRECISIONS:
         raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
     log = log or (lambda message: None)
+    if options.compile and options.backend == "auto":
+        log("--compile given: using the torch backend (torch.compile)")
+        options = replace(options, backend="torch")
     path = resolve_model(model)
     kind = artifact_kind(path)
     choice = choose_backend(kind, options.backend, options.device, options.precision, probe())
     if options.backend == "auto":
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
-    backend = _instantiate(choice, path, log, asked_int8=options.precision == "int8")
+    if options.compile and choice.backend != "torch":
+        raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
+    backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8")
     backend.choice = choice
     return backend
 
 
-def _instantiate(choice: Choice, path: Path, log: Log, asked_int8: bool = False) -> Backend:
+def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, asked_int8: bool = False) -> Backend:
     if choice.backend == "torch":
         from ..weights import load_model
         from .torch_backend import TorchBackend
 
         generator, info = load_model(path)
-        if choice.precision == "fp32":
-            return TorchBackend(generator, info, device=choice.device)
-        # Precision arrives in TorchBackend with the runtime issue; select.py only offers it when accepted.
-        return TorchBackend(generator, info, device=choice.device, precision=choice.precision)
+        return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=compile)
     if choice.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, onnx_source
 
@@ -82,8 +86,12 @@ def _instantiate(choice: Choice, path: Path, log: Log, asked_int8: bool = False)
         if choice.precision == "int8" and artifact_kind(path) == "weights":
             from .openvino_int8_backend import OpenVinoInt8Backend
 
-            # Asked for: build on first use. Chosen by auto: once a size recurs (see openvino_int8_backend).
-            return OpenVinoInt8Backend(path, log=log, build_after=1 if asked_int8 else 2)
+            from .openvino_int8_backend import STREAM_BATCHES
+
+            # Asked for: built on first use, waited for. Chosen by auto: built in the background once a size
+            # makes a stream, bf16 meanwhile (see openvino_int8_backend).
+            return OpenVinoInt8Backend(path, log=log, build_after=1 if asked_int8 else STREAM_BATCHES,
+                                       background=not asked_int8)
 
         return OpenVinoBackend(path, precision=choice.precision, log=log)
     if choice.backend == "tensorrt":

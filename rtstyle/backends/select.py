@@ -161,8 +161,8 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
     if kind == "weights" and "openvino" in env.installed and env.openvino_int8 and precision == "auto":
         return Choice("openvino", "cpu", "int8", "CPU: OpenVINO int8 (NNCF quantisation of the convolutions, checked "
                                                  f">= {MIN_PSNR:g} dB PSNR vs fp32 on real frames or it falls back "
-                                                 "to bf16; built once per input size when that size recurs, as in "
-                                                 "a video, and cached; bf16 until then); " + measured)
+                                                 "to bf16; built in the background once an input size makes a "
+                                                 "stream, as in a video, and cached; bf16 until then); " + measured)
     if precision == "int8":
         raise BackendUnavailable("--precision int8 needs OpenVINO with nncf on a CPU with int8 support: "
                                  "`pip install -e '.[openvino]'`")

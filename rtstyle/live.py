@@ -1,0 +1,212 @@
+"""The live loop: newest frame from a source -> translation -> window and/or recording, as fast as it goes.
+
+One frame at a time, in the calling thread: the source's capture thread keeps only the newest frame
+(`sources.LatestFrame`), so when translation is slower than the camera frames are dropped rather than
+queued and latency (capture to display) stays about one translation long. Keys change the view while it
+runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
+times, so the recording plays at the speed it happened.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .display import KEY_HELP, Window, compose, draw_overlay
+from .images import write_image
+from .pipeline import FrameTranslator, StageTimes, timed
+from .sources import Captured, Source
+from .transforms import resize_frames, round_to_multiple
+from .video_io import OutputExistsError, VideoWriter
+
+SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """What the live loop shows, records and when it stops (the `webcam` command's options)."""
+
+    size: int | None = field(default=256, metadata={"cli": False})  # processing size (None: native)
+    show: bool = field(default=True, metadata={"help": "open a window (--no-show: headless)"})
+    side_by_side: bool = field(default=False, metadata={"help": "show original | translated"})
+    overlay: bool = field(default=True, metadata={"help": "fps/latency overlay in the window (key o toggles)"})
+    record: Path | None = field(default=None, metadata={"help": "write the view as shown to this video file",
+                                                        "metavar": "FILE"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --record file"})
+    duration: float | None = field(default=None, metadata={"help": "stop after this many seconds",
+                                                           "metavar": "SECONDS"})
+    max_frames: int | None = field(default=None, metadata={"help": "stop after this many frames",
+                                                           "metavar": "N"})
+    snapshot_dir: Path = field(default=Path("."), metadata={"help": "folder for snapshots (key s)"})
+    read_timeout: float = field(default=10.0, metadata={"cli": False})  # a source silent this long ends the run
+
+
+@dataclass
+class LiveReport:
+    frames: int = 0
+    dropped: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)  # seconds from capture to display, per frame
+    times: StageTimes = field(default_factory=StageTimes)
+    recorded: Path | None = None
+    snapshots: list[Path] = field(default_factory=list)
+    ended: str = ""
+    error: str | None = None  # set when the source failed (lost stream)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def latency_ms(self) -> tuple[float, float]:
+        """(median, max) capture-to-display latency in ms."""
+        if not self.latencies:
+            return 0.0, 0.0
+        return 1000 * float(np.median(self.latencies)), 1000 * max(self.latencies)
+
+
+def next_size(size: int | None, source_hw: tuple[int, int], step: int) -> int:
+    """Processing size one step up (step > 0) or down from `size` (None: the source's own short side)."""
+    current = size if size is not None else min(source_hw)
+    return int(min(MAX_SIZE, max(MIN_SIZE, round_to_multiple(current + step))))
+
+
+def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
+             log: Callable[[str], None] = print,
+             on_frame: Callable[[Captured, np.ndarray, float], None] | None = None) -> LiveReport:
+    """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, or Ctrl-C.
+
+    A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
+    latency_s)` is called after each frame is shown/recorded. The source is closed on return.
+    """
+    if options.record and options.record.exists() and not options.overwrite:
+        source.close()
+        raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
+    try:
+        window = Window() if options.show else None
+    except BaseException:
+        source.close()
+        raise
+    report = LiveReport(times=translator.times)
+    recorder: VideoWriter | None = None
+    show_original, overlay = False, options.overlay
+    fps_ema, last_shown = 0.0, None
+    start = time.monotonic()
+    if window:
+        log(KEY_HELP)
+    try:
+        while True:
+            if options.max_frames is not None and report.frames >= options.max_frames:
+                report.ended = f"{options.max_frames} frames done"
+                break
+            if options.duration is not None and time.monotonic() - start >= options.duration:
+                report.ended = f"{options.duration:g} s elapsed"
+                break
+            item = source.read(timeout=options.read_timeout)
+            if item is None:
+                report.error = source.error
+                report.ended = source.error or "source ended"
+                break
+            translated = translator(item.rgb[None])[0]  # (h, w, 3)
+            view = compose(item.rgb, translated, options.side_by_side, show_original)
+            if options.record:
+                with timed(report.times, "encode"):
+                    if recorder is None:
+                        recorder = VideoWriter(options.record, view.shape[1], view.shape[0],
+                                               source.rate or Fraction(30), time_base=Fraction(1, 1000),
+                                               overwrite=options.overwrite)
+                    recorder.write(_fit(view, recorder.size), _record_time(item, start))
+            now = time.monotonic()
+            latency = now - item.captured_at
+            if last_shown is not None:
+                interval = max(now - last_shown, 1e-6)
+                fps_ema = 1 / interval if fps_ema == 0 else 0.9 * fps_ema + 0.1 / interval
+            last_shown = now
+            report.frames += 1
+            report.latencies.append(latency)
+            report.dropped = source.dropped
+            if window:
+                with timed(report.times, "display"):
+                    shown = view
+                    if overlay:
+                        shown = draw_overlay(view, _overlay_lines(fps_ema, latency, translator.size, source,
+                                                                  show_original))
+                    window.show(shown)
+                    action = window.poll(1)
+                if action == "quit":
+                    report.ended = "quit key"
+                    break
+                if action == "snapshot":
+                    report.snapshots.append(_snapshot(view, options.snapshot_dir, len(report.snapshots)))
+                    log(f"snapshot -> {report.snapshots[-1]}")
+                elif action == "toggle":
+                    show_original = not show_original
+                    log("showing the original" if show_original else "showing the translation")
+                elif action in ("bigger", "smaller"):
+                    step = SIZE_STEP if action == "bigger" else -SIZE_STEP
+                    new = next_size(translator.size, item.rgb.shape[:2], step)
+                    log(f"processing size {translator.size or 'native'} -> {new}")
+                    translator.size = new
+                elif action == "overlay":
+                    overlay = not overlay
+            if on_frame:
+                on_frame(item, translated, latency)
+        if window and not source.live and report.ended == "source ended" and report.frames:
+            log("source ended; press q or Esc to close the window")
+            _hold(window, options, start)  # a file or folder that ended: keep its last frame up until q
+    except KeyboardInterrupt:
+        report.ended = "interrupted (Ctrl-C)"
+    finally:
+        report.seconds = time.monotonic() - start
+        report.dropped = source.dropped
+        source.close()
+        if window:
+            window.close()
+        if recorder is not None:
+            report.recorded = recorder.close()  # a live session ends this way: the recording is complete
+    return report
+
+
+def _record_time(item: Captured, start: float) -> Fraction:
+    """When the frame happened: its timestamp in a file, else its capture time since the run started (ms)."""
+    if item.pts is not None:
+        return item.pts
+    return Fraction(round((item.captured_at - start) * 1000), 1000)
+
+
+def _fit(view: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`view` letterboxed into (h, w): a recording keeps its first frame's size (images in a folder differ)."""
+    h, w = size
+    if view.shape[:2] == (h, w):
+        return view
+    scale = min(h / view.shape[0], w / view.shape[1])
+    nh, nw = max(1, round(view.shape[0] * scale)), max(1, round(view.shape[1] * scale))
+    out = np.zeros((h, w, 3), np.uint8)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    out[top:top + nh, left:left + nw] = resize_frames(view[None], nh, nw)[0]
+    return out
+
+
+def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool) -> list[str]:
+    lines = [f"{fps:4.1f} fps  {1000 * latency:4.0f} ms", f"size {size or 'native'}"]
+    if source.live:
+        lines[1] += f"  dropped {source.dropped}"
+    if show_original:
+        lines.append("original")
+    return lines
+
+
+def _snapshot(view: np.ndarray, folder: Path, n: int) -> Path:
+    name = f"rtstyle-{datetime.now().strftime('%Y%m%d-%H%M%S')}-{n:03d}.png"
+    return write_image(Path(folder) / name, view)
+
+
+def _hold(window: Window, options: LiveOptions, start: float) -> None:
+    while options.duration is None or time.monotonic() - start < options.duration:
+        if window.poll(50) == "quit":
+            return

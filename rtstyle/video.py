@@ -1,0 +1,210 @@
+"""Batch video conversion: every frame of each file translated, with its timing, rotation and audio kept.
+
+Three stages overlap (`pipeline.Worker` threads, bounded queues): a decoder thread turns packets into RGB
+frames, the calling thread batches them through the `FrameTranslator` (PyTorch and OpenCV release the GIL
+while they compute), an encoder thread writes them with `VideoWriter`. Each stage is FIFO, so frame order
+is kept. Ctrl-C drains what was translated into `<stem>.partial<suffix>` (playable) and raises
+`ConversionInterrupted`; a file that fails to decode is reported and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+
+from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
+from .video_io import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
+
+
+@dataclass
+class ConvertResult:
+    source: Path
+    output: Path | None  # the finished file, the partial file, or None when nothing was kept
+    frames: int = 0  # frames written
+    expected: int = 0  # frames the input announced (0 when unknown)
+    seconds: float = 0.0  # wall time of the conversion
+    times: StageTimes = field(default_factory=StageTimes)
+    notes: list[str] = field(default_factory=list)
+    partial: bool = False
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class ConvertReport:
+    done: list[ConvertResult] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a conversion; `result.output` is the playable partial file (or None)."""
+
+    def __init__(self, result: ConvertResult, report: ConvertReport | None = None) -> None:
+        super().__init__(f"interrupted: {result.frames} frames kept in {result.output}")
+        self.result = result
+        self.report = report
+
+
+class ConversionFailed(RuntimeError):
+    def __init__(self, message: str, result: ConvertResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+def output_paths(inputs: list[Path], out: Path, model_name: str) -> list[Path]:
+    """One input and OUT with a video suffix: OUT itself; otherwise OUT is a folder of `<stem>_<model>.mp4`."""
+    if len(inputs) == 1 and not out.is_dir() and out.suffix:
+        if out.suffix.lower() not in OUTPUT_FORMATS:
+            raise ValueError(f"--out {out}: a video output must end in one of {', '.join(OUTPUT_FORMATS)}")
+        return [out]
+    if out.is_file() or (out.suffix.lower() in OUTPUT_FORMATS and not out.is_dir()):
+        raise ValueError(f"--out {out}: {len(inputs)} inputs need a folder for --out, not a file")
+    clashes = [stem for stem, n in Counter(p.stem for p in inputs).items() if n > 1]
+    if clashes:
+        raise ValueError(f"several inputs share the name(s) {clashes}: their outputs would overwrite each other; "
+                         "convert them in separate runs or to separate --out folders")
+    return [out / f"{p.stem}_{model_name}.mp4" for p in inputs]
+
+
+def _put(q: queue.Queue, item, consumer: Worker) -> None:
+    """Put into a bounded queue, giving up (with the consumer's error) if the consumer died."""
+    while True:
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if not consumer.is_alive():
+                consumer.join_checked()
+                raise RuntimeError(f"{consumer.name} stage stopped unexpectedly")
+
+
+def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: int = 1, overwrite: bool = False,
+                  on_start: Callable[[VideoInfo], None] | None = None,
+                  on_progress: Callable[[int], None] | None = None) -> ConvertResult:
+    """Translate every frame of `src` into `dst`; raises VideoReadError, OutputExistsError, ConversionFailed,
+    ConversionInterrupted."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
+    if dst.exists() and not overwrite:
+        raise OutputExistsError(f"{dst} exists; pass --overwrite to replace it")
+    times = translator.times = StageTimes()
+    with VideoReader(src) as reader:
+        info = reader.info
+        writer = VideoWriter(dst, info.width, info.height, info.rate, time_base=info.time_base,
+                             rotation=info.rotation, audio_from=src, overwrite=overwrite)
+        result = ConvertResult(source=src, output=None, expected=info.frames, times=times, notes=list(writer.notes))
+        if on_start:
+            on_start(info)
+        stop = threading.Event()
+        q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+        q_out: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
+
+        def decode(put, stop_event) -> None:
+            frames = iter(reader)
+            while not stop_event.is_set():
+                with timed(times, "decode"):
+                    item = next(frames, None)  # (rgb (h, w, 3), t)
+                if item is None:
+                    return
+                put(item)
+
+        def encode(_put, stop_event) -> None:
+            while (item := get(q_out, stop_event)) is not END:
+                frames, stamps = item
+                with timed(times, "encode", len(frames)):
+                    for rgb, t in zip(frames, stamps):
+                        writer.write(rgb, t)
+                result.frames += len(frames)
+                if on_progress:
+                    on_progress(result.frames)
+
+        decoder = Worker("decode", decode, q_in, stop)
+        encoder = Worker("encode", encode, None, stop)
+        start = time.perf_counter()
+        decoder.start()
+        encoder.start()
+        try:
+            ended = False
+            while not ended:
+                items = []
+                while len(items) < batch:
+                    item = get(q_in, stop)
+                    if item is END:
+                        ended = True
+                        break
+                    items.append(item)
+                if items:
+                    out = translator(np.stack([rgb for rgb, _ in items]))  # (b, h, w, 3)
+                    _put(q_out, (out, [t for _, t in items]), encoder)
+            _put(q_out, END, encoder)
+            encoder.join_checked()
+            decoder.join_checked()
+            result.seconds = time.perf_counter() - start
+            result.output = writer.close()
+            return result
+        except KeyboardInterrupt:
+            _drain(stop, q_out, decoder, encoder)
+            result.seconds = time.perf_counter() - start
+            result.output, result.partial = writer.close_partial(), True
+            raise ConversionInterrupted(result) from None
+        except BaseException as e:
+            _drain(stop, q_out, decoder, encoder)
+            result.seconds = time.perf_counter() - start
+            try:
+                result.output, result.partial = writer.close_partial(), True
+            except Exception:
+                result.output = None
+            kept = f"; the {result.frames} frames before are in {result.output}" if result.output else ""
+            if isinstance(e, VideoReadError):  # its message names the file
+                raise ConversionFailed(f"{e}{kept}", result) from e
+            if isinstance(e, (OSError, av.FFmpegError)):  # a full disk, an encoder refusing the frames
+                raise ConversionFailed(f"{src}: writing {dst} failed ({e}){kept}", result) from e
+            raise
+
+
+def _drain(stop: threading.Event, q_out: queue.Queue, decoder: Worker, encoder: Worker) -> None:
+    """Stop decoding; let the encoder write what was already translated, then end it."""
+    stop.set()
+    decoder.join(timeout=10)
+    encoder.join(timeout=60)
+
+
+def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, *, batch: int = 1,
+                   overwrite: bool = False,
+                   on_start: Callable[[Path, Path, VideoInfo], None] | None = None,
+                   on_progress: Callable[[Path, int], None] | None = None,
+                   on_done: Callable[[ConvertResult | None, Path, str | None], None] | None = None) -> ConvertReport:
+    """Convert each (source, output) pair; unreadable inputs and existing outputs are reported, not fatal."""
+    report = ConvertReport()
+    for src, dst in pairs:
+        result, error = None, None
+        try:
+            result = convert_video(
+                src, dst, translator, batch=batch, overwrite=overwrite,
+                on_start=(lambda info, s=src, d=dst: on_start(s, d, info)) if on_start else None,
+                on_progress=(lambda n, s=src: on_progress(s, n)) if on_progress else None)
+            report.done.append(result)
+        except ConversionInterrupted as e:
+            e.report = report
+            raise
+        except ConversionFailed as e:
+            result, error = e.result, str(e)
+        except (VideoReadError, OutputExistsError) as e:
+            error = str(e)
+        except av.FFmpegError as e:  # e.g. an encoder that refuses this size
+            error = f"{src}: {e}"
+        if error:
+            report.failed.append((src, error))
+        if on_done:
+            on_done(result, src, error)
+    return report

@@ -1,0 +1,276 @@
+"""Video files in and out with PyAV (FFmpeg's libraries): RGB uint8 frames with exact timestamps.
+
+`VideoReader` decodes a file's first video stream to (h, w, 3) RGB frames, each with its presentation
+time in seconds as a `Fraction` (pts x time_base), so rates such as 29.83 (179/6) or 12.5 survive untouched.
+`VideoWriter` encodes frames into a new file under a temporary name and renames it when complete: into
+place on `close()`, or to `<stem>.partial<suffix>` on `close_partial()` (an interrupted conversion still
+leaves a playable file). It keeps the input's timing (timestamps snapped to the exact frame grid, see
+`_output_time_base`), its rotation (display matrix) and copies its audio packets unchanged
+(`audio.AudioCopy`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .audio import AudioCopy
+
+# container format per output suffix; the video codec is H.264 except for WebM (VP9)
+OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
+
+
+class VideoReadError(ValueError):
+    """A file that cannot be decoded as video; the message says which file and why."""
+
+
+class OutputExistsError(FileExistsError):
+    """The output exists and --overwrite was not given."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    width: int
+    height: int
+    rate: Fraction  # average frames per second, exact (179/6 for 29.83)
+    time_base: Fraction  # unit of the stream's timestamps
+    frames: int  # from the container header, else estimated from the duration; 0 when unknown
+    duration: float | None  # seconds
+    rotation: int  # display rotation in degrees, counter-clockwise (0 when the file has no display matrix)
+    codec: str
+    audio: str | None  # codec of the first audio stream, None without audio
+
+
+def _av_reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or str(e)
+
+
+class VideoReader:
+    """Decodes the first video stream of `path`; iterate for (rgb (h, w, 3) uint8, time in seconds)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoReadError(f"{self.path}: no such file")
+        try:
+            self.container = av.open(str(self.path))
+        except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+            raise VideoReadError(f"{self.path}: not a readable video ({_av_reason(e)})") from e
+        try:
+            if not self.container.streams.video:
+                kinds = sorted({s.type for s in self.container.streams}) or ["none"]
+                raise VideoReadError(f"{self.path}: no video stream (streams found: {', '.join(kinds)})")
+            self.stream = self.container.streams.video[0]
+            self.stream.thread_type = "AUTO"  # frame + slice threads in the decoder
+            self._frames = self._decode()
+            first = next(self._frames, None)
+            if first is None:
+                raise VideoReadError(f"{self.path}: the video stream has no decodable frame")
+        except BaseException:
+            self.container.close()
+            raise
+        self._first = first
+        self.info = self._info(first)
+
+    def _info(self, first: av.VideoFrame) -> VideoInfo:
+        s = self.stream
+        rate = s.average_rate or s.guessed_rate or s.base_rate or Fraction(25)
+        duration = None
+        if s.duration and s.time_base:
+            duration = float(s.duration * s.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / av.time_base
+        frames = s.frames or (round(duration * rate) if duration else 0)
+        audio = self.container.streams.audio[0].codec_context.name if self.container.streams.audio else None
+        return VideoInfo(path=self.path, width=first.width, height=first.height, rate=Fraction(rate),
+                         time_base=Fraction(s.time_base or Fraction(1, 90000)), frames=int(frames),
+                         duration=duration, rotation=int(first.rotation or 0), codec=s.codec_context.name,
+                         audio=audio)
+
+    def _decode(self) -> Iterator[av.VideoFrame]:
+        count = 0
+        try:
+            for frame in self.container.decode(self.stream):
+                count += 1
+                yield frame
+        except av.FFmpegError as e:
+            raise VideoReadError(f"{self.path}: decoding failed after {count} frames ({_av_reason(e)})") from e
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Fraction]]:
+        index = 0
+        frame = self._first
+        while frame is not None:
+            if frame.pts is not None and frame.time_base is not None:
+                t = Fraction(frame.pts) * Fraction(frame.time_base)
+            else:  # raw streams without timestamps: frames are on the nominal grid
+                t = Fraction(index) / self.info.rate
+            yield frame.to_ndarray(format="rgb24"), t  # (h, w, 3)
+            index += 1
+            frame = next(self._frames, None)
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _output_time_base(rate: Fraction, time_base: Fraction | None) -> Fraction:
+    """A time base in which both the input's timestamps and the exact frame grid 1/rate are integers.
+
+    1/D with D = lcm(input time-base denominator, rate numerator): 1/1000 (Matroska) and 30 fps give 1/3000,
+    where frame k sits at exactly 100k. Keeping the input's 33 ms ticks instead would make the output's
+    average rate 29.99 rather than 30. Capped so it fits MP4's 32-bit timescale.
+    """
+    d = math.lcm(time_base.denominator if time_base else 1, rate.numerator)
+    if d >= 2**31:
+        d = rate.numerator if rate.numerator < 2**31 else 90000
+    return Fraction(1, d)
+
+
+def _encoder(suffix: str, width: int, height: int) -> tuple[str, str, dict[str, str]]:
+    """(codec, pixel format, options) for an output; H.264 at visually lossless quality, quick preset."""
+    if suffix == ".webm":
+        return "libvpx-vp9", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p", {"crf": "24", "b": "0"}
+    codec = "libx264" if "libx264" in av.codecs_available else "h264"
+    # 4:2:0 halves chroma resolution and so needs even sides; odd-sized videos keep full chroma instead
+    pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+    return codec, pix_fmt, ({"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
+
+
+def partial_name(path: Path) -> Path:
+    """`clip.mp4` -> `clip.partial.mp4` (or `clip.partial-2.mp4`, ... when taken)."""
+    candidate = path.with_name(f"{path.stem}.partial{path.suffix}")
+    n = 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}.partial-{n}{path.suffix}")
+        n += 1
+    return candidate
+
+
+class VideoWriter:
+    """Encodes RGB frames to `path` (written under a temporary name in the same folder until finished)."""
+
+    def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, *,
+                 time_base: Fraction | None = None, rotation: int = 0, audio_from: str | Path | None = None,
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if suffix not in OUTPUT_FORMATS:
+            raise ValueError(f"output {self.path} must end in one of {', '.join(OUTPUT_FORMATS)}")
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        self.rate = Fraction(rate)
+        self.size = (height, width)
+        self.notes: list[str] = []
+        self.frames = 0
+        self._t0: Fraction | None = None
+        self._last_pts = -1
+        self._last_t = Fraction(0)
+        try:
+            self.container = av.open(str(self.tmp), "w", format=OUTPUT_FORMATS[suffix])
+            codec, pix_fmt, options = _encoder(suffix, width, height)
+            if pix_fmt == "yuv444p":
+                self.notes.append(f"odd size {width}x{height}: encoded as 4:4:4 (4:2:0 needs even sides)")
+            self.stream = self.container.add_stream(codec, rate=self.rate, options=options)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
+            self.time_base = _output_time_base(self.rate, time_base)
+            self.stream.time_base = self.time_base
+            self.stream.codec_context.time_base = self.time_base
+            if rotation and hasattr(self.stream, "set_display_rotation"):
+                self.stream.set_display_rotation(rotation)
+            elif rotation:
+                self.notes.append(f"rotation {rotation} not kept: this PyAV cannot write it (needs av>=18)")
+            self.audio = AudioCopy(Path(audio_from), self.container) if audio_from else None
+            if self.audio and self.audio.note:
+                self.notes.append(self.audio.note)
+        except BaseException:
+            self._discard()
+            raise
+
+    def _pts(self, t: Fraction) -> int:
+        """Output timestamp of a frame shown at `t` seconds, on the exact 1/rate grid when it is close to it."""
+        if self._t0 is None:
+            self._t0 = t
+        steps = (t - self._t0) * self.rate
+        k = round(steps)
+        if abs(steps - k) <= Fraction(1, 10):  # input ticks rounded the grid (e.g. 33 ms for 1/30 s)
+            t = self._t0 + k / self.rate
+        pts = round(t / self.time_base)
+        pts = max(pts, self._last_pts + 1)  # encoders need strictly increasing timestamps
+        self._last_pts = pts
+        self._last_t = pts * self.time_base
+        return pts
+
+    def write(self, rgb: np.ndarray, t: Fraction) -> None:
+        """Encode one (h, w, 3) RGB uint8 frame shown at `t` seconds."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self._pts(Fraction(t))
+        frame.time_base = self.time_base
+        frame.duration = round(1 / (self.rate * self.time_base))  # the last frame's duration ends the file
+        if self.audio:
+            self.audio.pump(until=self._last_t)
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def _finish(self, audio_until: Fraction | None) -> None:
+        self.container.mux(self.stream.encode(None))  # flush frames the encoder still holds
+        if self.audio:
+            self.audio.finish(until=audio_until)
+        self.container.close()
+
+    def close(self) -> Path:
+        """Finish the file and rename it into place; all of the input's audio is copied."""
+        try:
+            self._finish(audio_until=None)
+            os.chmod(self.tmp, 0o644)  # mkstemp makes 0600; a video is meant to be shared
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        return self.path
+
+    def close_partial(self) -> Path | None:
+        """Finish what was written as a playable `<stem>.partial<suffix>`; None (nothing kept) without frames."""
+        if self.frames == 0:
+            self._discard()
+            return None
+        try:
+            self._finish(audio_until=self._last_t + 1 / self.rate)
+            target = partial_name(self.path)
+            os.chmod(self.tmp, 0o644)
+            os.replace(self.tmp, target)
+        except BaseException:
+            self._discard()
+            raise
+        return target
+
+    def _discard(self) -> None:
+        try:
+            if getattr(self, "audio", None):
+                self.audio.close()
+            if getattr(self, "container", None):
+                self.container.close()
+        except Exception:  # the file is being thrown away; its trailer does not matter
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Drop the output (nothing is renamed)."""
+        self._discard()
