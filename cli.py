@@ -488,7 +488,7 @@ def run_benchmark(args) -> int:
                                e2e_frames=args.video_frames if args.video else 0,
                                log=lambda message: console.print(message, markup=False))
     table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
-    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
+    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare", "infer fps in e2e") if args.video else ()
     for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
                  "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
         table.add_column(name, justify="left" if name == "variant" else "right")
@@ -503,7 +503,7 @@ def run_benchmark(args) -> int:
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
                       *((e2e["processing"], f"{e2e['e2e_fps']:.2f}", f"{e2e['bare_fps']:.2f}",
-                         f"{e2e['e2e_vs_bare']:.2f}") if e2e else ()))
+                         f"{e2e['e2e_vs_bare']:.2f}", f"{e2e['pipeline_infer_fps']:.2f}") if e2e else ()))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)

@@ -171,8 +171,15 @@ def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
         return writer.close()
 
 
-def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path, bare_calls: int = 3) -> dict:
-    """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape."""
+def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path,
+               bare_seconds: float = 8.0) -> dict:
+    """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape.
+
+    The bare fps is `backend.infer` on one preprocessed frame for at least `bare_seconds` (and 3 calls) just
+    before and just after the conversion; `pipeline_infer_fps` is the infer stage's own rate inside the
+    conversion, so e2e / pipeline_infer shows what decode and encode cost and pipeline_infer / bare what
+    sharing the cores with them costs.
+    """
     from .pipeline import FrameTranslator
     from .transforms import preprocess
     from .video import convert_video
@@ -183,10 +190,11 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
 
     def bare() -> float:
-        start = time.perf_counter()
-        for _ in range(bare_calls):
+        start, calls = time.perf_counter(), 0
+        while calls < 3 or time.perf_counter() - start < bare_seconds:
             backend.infer(x)
-        return bare_calls * batch / (time.perf_counter() - start)
+            calls += 1
+        return calls * batch / (time.perf_counter() - start)
 
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
     before = bare()
@@ -194,14 +202,16 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
                            batch=batch, overwrite=True)
     after = bare()
     bare_fps = (before + after) / 2
+    stages = result.times.ms_per_frame()
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
             "bare_fps": bare_fps, "bare_fps_before": before, "bare_fps_after": after,
-            "e2e_vs_bare": result.fps / bare_fps, "stage_ms_per_frame": result.times.ms_per_frame()}
+            "e2e_vs_bare": result.fps / bare_fps, "pipeline_infer_fps": 1000.0 / stages["infer"],
+            "stage_ms_per_frame": stages}
 
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
-            log: Callable[[str], None] = lambda m: None) -> list[Record]:
+            bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
 
     With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
@@ -256,7 +266,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             clip = video_excerpt(video, e2e_frames, Path(folder))
             for spec in order:
                 log(f"{spec}: converting the first {e2e_frames} frames of {video.name} end to end")
-                conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder))
+                conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder), bare_seconds)
                 log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
                     f"{conversions[spec]['bare_fps']:.2f} fps at {conversions[spec]['processing']}")
     base_ms = statistics.median(times[BASELINE])
