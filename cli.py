@@ -249,8 +249,12 @@ def run_export(args) -> int:
                           log=lambda message: console.print(message, markup=False))
     for note in result.notes:
         console.print(f"  {note}", markup=False)
-    console.print(f"max abs error vs PyTorch fp32: [bold]{result.max_abs_error:.2e}[/] "
-                  f"(tolerance {result.tolerance:g})")
+    if result.psnr_db is not None:
+        console.print(f"worst-frame PSNR vs PyTorch fp32 on held-out real frames: [bold]{result.psnr_db:.1f} dB[/] "
+                      f"(bound {result.psnr_bound:g} dB; max abs {result.max_abs_error:.2e})")
+    else:
+        console.print(f"max abs error vs PyTorch fp32: [bold]{result.max_abs_error:.2e}[/] "
+                      f"(tolerance {result.tolerance:g})")
     console.print(f"wrote {result.path}  (run it: --model {result.path})")
     return 0
 
@@ -481,6 +485,98 @@ def run_demo(args) -> int:
     return 0
 
 
+# --- benchmark --------------------------------------------------------------------------------------------
+def add_benchmark(sub) -> None:
+    p = sub.add_parser(
+        "benchmark", help="compare backends' speed and accuracy against eager fp32 PyTorch, interleaved",
+        description="Times every variant round by round in one process (so a noisy machine slows all alike) and "
+                    "reports median ms and spread, fps, the speed ratio to eager fp32 from the same rounds, max abs "
+                    "error and PSNR against fp32 on real frames, and memory. Variants are backend[:precision]"
+                    "[+compile], e.g. torch, openvino:bf16, openvino:int8, torch:bf16+compile.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--backends", default="all",
+                   help="'all' (every backend and precision installed here) or a comma list of variants [all]")
+    p.add_argument("--sizes", default="256", help="comma list of N or HxW input sizes [256]")
+    p.add_argument("--batch", default="1", help="comma list of batch sizes [1]")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
+    p.add_argument("--video", type=Path,
+                   help="also convert this video end to end with each variant (decode + translate + encode, short "
+                        "side min(size)) next to the bare backend fps there; its frames become the accuracy frames")
+    p.add_argument("--video-frames", type=int, default=60, help="frames of --video converted per variant [60]")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds [5]")
+    p.add_argument("--per-round", type=int, default=2, help="timed calls per variant and round [2]")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first [2]")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (OpenVINO and ONNX Runtime use all cores)")
+    p.add_argument("--json", type=Path, help="also write the records, settings and machine description here")
+
+
+def run_benchmark(args) -> int:
+    import json
+
+    import torch
+    from rich.table import Table
+
+    from rtstyle.benchmark import BASELINE, Variant, as_dicts, available_variants, machine_info, measure, parse_size
+    from rtstyle.weights import atomic_write
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if min(args.rounds, args.per_round) < 1 or args.warmup < 0:
+        raise ValueError("--rounds and --per-round must be at least 1, --warmup at least 0")
+    variants = available_variants() if args.backends == "all" else [v.strip() for v in args.backends.split(",")]
+    for variant in variants:
+        Variant(variant).options("cpu")  # a misspelt variant is an error now, not a line in the table later
+    sizes = [parse_size(s.strip()) for s in args.sizes.split(",")]
+    try:
+        batches = [int(b) for b in args.batch.split(",")]
+    except ValueError:
+        raise ValueError(f"--batch: expected a comma list of integers, got {args.batch!r}") from None
+    if args.video is not None and not args.video.is_file():
+        raise FileNotFoundError(f"--video {args.video}: no such file")
+    machine = machine_info()
+    console.print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}; variants: "
+                  f"{', '.join([BASELINE] + [v for v in variants if v != BASELINE])}", markup=False)
+    records = []
+    for size in sizes:
+        for batch in batches:
+            records += measure(args.model, variants, size, batch, device=args.device, warmup=args.warmup,
+                               rounds=args.rounds, per_round=args.per_round, video=args.video,
+                               e2e_frames=args.video_frames if args.video else 0,
+                               log=lambda message: console.print(message, markup=False))
+    table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
+    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
+    for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
+                 "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
+        table.add_column(name, justify="left" if name == "variant" else "right")
+    for r in records:
+        if r.error:
+            table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch), f"[red]{r.error[:60]}[/]")
+            continue
+        low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
+        e2e = r.extra.get("video")
+        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch),
+                      f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
+                      f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
+                      f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
+                      *((e2e["processing"], f"{e2e['e2e_fps']:.2f}", f"{e2e['bare_fps']:.2f}",
+                         f"{e2e['e2e_vs_bare']:.2f}") if e2e else ()))
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
+        console.print(f"{variant}: {backend}", markup=False)
+    if args.json:
+        document = {"command": "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None,
+                    "machine": machine | {"load_average_end": machine_info()["load_average"]},
+                    "settings": {"rounds": args.rounds, "per_round": args.per_round, "warmup": args.warmup,
+                                 "device": args.device, "video": str(args.video) if args.video else None,
+                                 "video_frames": args.video_frames if args.video else None,
+                                 "baseline": BASELINE},
+                    "records": as_dicts(records)}
+        text = json.dumps(document, indent=1)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
 COMMANDS = {
     "translate": (add_translate, run_translate),
     "import-weights": (add_import_weights, run_import_weights),
@@ -494,6 +590,7 @@ COMMANDS = {
     "export": (add_export, run_export),
     "train": (add_train, run_train),
     "plot": (add_plot, run_plot),
+    "benchmark": (add_benchmark, run_benchmark),
 }
 
 

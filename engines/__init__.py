@@ -19,6 +19,7 @@ from rtstyle.weights import load_model
 
 from .onnx_export import export_onnx
 from .openvino_export import export_openvino
+from .openvino_int8_export import export_openvino_int8
 from .options import ExportError, ExportOptions, ExportResult, Log, parse_hw
 from .tensorrt_export import export_tensorrt
 
@@ -27,6 +28,7 @@ EXPORTERS: dict[str, Callable[..., ExportResult]] = {
     "onnx": export_onnx,
     "tensorrt": export_tensorrt,
     "openvino": export_openvino,
+    "openvino-int8": export_openvino_int8,  # `--format openvino --int8`
 }
 
 
@@ -36,6 +38,8 @@ def default_target(source: Path, fmt: str, options: ExportOptions, train_size: i
     if not options.dynamic:
         h, w = options.shape(train_size)
         stem = f"{stem}-{h}x{w}"
+    if fmt == "openvino" and options.int8:
+        stem = f"{stem}-int8"
     if fmt == "onnx":
         return source.with_name(f"{stem}.onnx")
     if fmt == "tensorrt":
@@ -51,6 +55,8 @@ def export_model(model: str, fmt: str, options: ExportOptions = ExportOptions(),
     if options.half and fmt != "tensorrt":
         raise ValueError("--half applies to --format tensorrt (FP16 engine); ONNX and OpenVINO artifacts keep fp32 "
                          "weights, and OpenVINO runs them in bf16 on CPUs that have it")
+    if options.int8 and fmt != "openvino":
+        raise ValueError("--int8 applies to --format openvino (NNCF-quantised IR for the CPU)")
     log = log or (lambda message: None)
     source = resolve_model(model)
     if artifact_kind(source) != "weights":
@@ -64,7 +70,7 @@ def export_model(model: str, fmt: str, options: ExportOptions = ExportOptions(),
         raise ValueError(f"--out {target}: a {fmt} artifact is written as *{expected_suffix}")
     if target.exists() and not overwrite:
         raise ValueError(f"{target} exists; pass --overwrite to replace it")
-    return EXPORTERS[fmt](generator, info, source, target, options, log)
+    return EXPORTERS["openvino-int8" if options.int8 else fmt](generator, info, source, target, options, log)
 
 
 __all__ = ["EXPORTERS", "FORMATS", "ExportError", "ExportOptions", "ExportResult", "export_model", "parse_hw"]

@@ -8,6 +8,7 @@ from typing import Callable
 
 from rtstyle.artifacts import MULTIPLE
 from rtstyle.engine_file import DEFAULT_MAX_BATCH
+from rtstyle.quantize import MIN_PSNR, TARGET_PSNR
 
 from .verify import Comparison
 
@@ -29,6 +30,13 @@ class ExportOptions:
     workspace_gb: float = field(default=4.0, metadata={"help": "TensorRT only: builder workspace limit in GiB"})
     tolerance: float = field(default=0.0, metadata={
         "help": "max abs error against PyTorch fp32 above which the export fails (0: the format's default)"})
+    int8: bool = field(default=False, metadata={
+        "help": "OpenVINO only: int8 IR (NNCF quantisation of the convolutions, checked by PSNR on real frames)"})
+    target_psnr: float = field(default=TARGET_PSNR, metadata={
+        "help": "--int8: worst-frame PSNR (dB) vs fp32 the all-convolution int8 model must reach, else the first "
+                "and last convolutions stay unquantised"})
+    min_psnr: float = field(default=MIN_PSNR, metadata={
+        "help": "--int8: worst-frame PSNR (dB) below which no int8 model is written (the f32 IR instead)"})
 
     def shape(self, train_size: int) -> tuple[int, int]:
         return parse_hw(self.size) if self.size else (train_size, train_size)
@@ -41,6 +49,8 @@ class ExportResult:
     tolerance: float
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    psnr_db: float | None = None  # int8: worst-frame PSNR vs fp32 on held-out real frames
+    psnr_bound: float | None = None  # the PSNR it had to reach
 
     @property
     def max_abs_error(self) -> float:

@@ -116,8 +116,12 @@ def _cached(weights_path: Path, kind: str, suffix: str, make, log) -> Path:
     return target
 
 
-def generator_to_openvino(generator: ResnetGenerator, meta: ArtifactMeta):
+def generator_to_openvino(generator: ResnetGenerator, meta: ArtifactMeta, batch: int | None = None):
     """The generator as an `openvino.Model` (converted from the torch module) with `meta` in its rt_info.
+
+    `batch` fixes the batch size as well (with a fixed-size `meta`): the int8 path calibrates and compiles
+    fully static graphs, the recipe measured for issue 6 (a static IR can still be reshaped to another batch
+    size before compiling).
 
     OpenVINO's PyTorch frontend turns aten::instance_norm into MVN (per-image mean/variance), the
     inference semantics we want; `engines.openvino_export` checks the op counts.
@@ -134,7 +138,7 @@ def generator_to_openvino(generator: ResnetGenerator, meta: ArtifactMeta):
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         model = ov.convert_model(generator, example_input=example,
-                                 input=[ov.PartialShape([-1, generator.config.input_nc, h, w])])
+                                 input=[ov.PartialShape([batch or -1, generator.config.input_nc, h, w])])
     model.inputs[0].get_tensor().set_names({INPUT_NAME})
     model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     meta = meta.with_format("openvino", opset=None,

@@ -32,7 +32,10 @@ def moving(i: int) -> np.ndarray:
 
 
 def run_cli(*argv) -> int:
-    return cli.main([str(a) for a in argv])
+    """cli.main in this process, on the torch backend unless a test names one: what these tests check does not
+    depend on the backend, and `auto` could start background int8 builds (tests/test_int8.py covers those)."""
+    args = [str(a) for a in argv]
+    return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
 
 
 def test_records_a_translated_http_mjpeg_stream(tiny_model, tmp_path):

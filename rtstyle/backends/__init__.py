@@ -22,7 +22,7 @@ from .base import Backend, BackendUnavailable
 from .select import Choice, choose_backend, probe
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 Log = Callable[[str], None]
 
@@ -33,7 +33,9 @@ class BackendOptions:
 
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(default="auto", metadata={"help": "numeric precision", "choices": PRECISIONS})
+    precision: str = field(default="auto", metadata={
+        "help": "numeric precision (int8: OpenVINO on the CPU, quantised and accuracy-checked per input size)",
+        "choices": PRECISIONS})
     compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
                                                            "(slow first frame per size, faster after)"})
 
@@ -62,12 +64,12 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
     if options.compile and choice.backend != "torch":
         raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
-    backend = _instantiate(choice, path, log, compile=options.compile)
+    backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8")
     backend.choice = choice
     return backend
 
 
-def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False) -> Backend:
+def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, asked_int8: bool = False) -> Backend:
     if choice.backend == "torch":
         from ..weights import load_model
         from .torch_backend import TorchBackend
@@ -80,6 +82,16 @@ def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False) ->
         return OnnxRuntimeBackend(onnx_source(path, log), device=choice.device)
     if choice.backend == "openvino":
         from .openvino_backend import OpenVinoBackend
+
+        if choice.precision == "int8" and artifact_kind(path) == "weights":
+            from .openvino_int8_backend import OpenVinoInt8Backend
+
+            from .openvino_int8_backend import STREAM_BATCHES
+
+            # Asked for: built on first use, waited for. Chosen by auto: built in the background once a size
+            # makes a stream, bf16 meanwhile (see openvino_int8_backend).
+            return OpenVinoInt8Backend(path, log=log, build_after=1 if asked_int8 else STREAM_BATCHES,
+                                       background=not asked_int8)
 
         return OpenVinoBackend(path, precision=choice.precision, log=log)
     if choice.backend == "tensorrt":

@@ -1,11 +1,14 @@
 """`--backend auto`: which backend runs a model here, and why (the reason is printed, never silent).
 
-Order (issue 5): TensorRT when it is installed and a CUDA GPU is present (FP16 engine, built and cached on
-first use); else torch on CUDA in fp16; else, on the CPU, the fastest installed of OpenVINO (bf16 where the
-CPU has native bf16), torch bf16, ONNX Runtime; else torch fp32. The CPU ranking is measured, not assumed:
-full generator, 256x256, batch 1, 2 threads of an AMD EPYC (Zen 4, AVX512_BF16, no AMX), two interleaved
-runs on a shared machine: OpenVINO bf16 3.4-3.5x eager torch fp32, OpenVINO f32 1.6-1.8x, torch bf16
-autocast 1.5-1.7x, ONNX Runtime 1.4-1.7x (the last two are within noise; the issue's order is kept).
+Order (issues 5 and 6): TensorRT when it is installed and a CUDA GPU is present (FP16 engine, built and
+cached on first use); else torch on CUDA in fp16; else, on the CPU, the fastest installed of OpenVINO int8
+(weights only: NNCF post-training quantisation of the convolutions, accuracy-checked, built per input size
+on first use, see `rtstyle.quantize`), OpenVINO bf16 (where the CPU has native bf16), torch bf16, ONNX
+Runtime; else torch fp32. The CPU ranking is measured, not assumed: full generator, 256x256, batch 1, 2
+threads of an AMD EPYC (Zen 4, AVX512_BF16 and VNNI, no AMX), interleaved runs on a shared machine:
+OpenVINO int8 6.15x eager torch fp32 (32 dB worst-frame PSNR vs fp32; 5.86x at 42 dB with the first and
+last convolutions unquantised), OpenVINO bf16 3.4-3.65x, OpenVINO f32 1.6-1.8x, torch bf16 autocast
+1.1-1.7x, ONNX Runtime 1.4-1.7x (the last two are within noise; the issue's order is kept).
 `probe()` looks at the machine (cheap: no heavy import except OpenVINO's capability query when installed);
 `choose_backend` is a pure function of the model kind, the options and that probe, so it is tested with
 literal environments.
@@ -18,6 +21,8 @@ import inspect
 from dataclasses import dataclass
 
 import torch
+
+from ..quantize import MIN_PSNR
 
 # The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
@@ -39,6 +44,7 @@ class Environment:
     installed: frozenset = frozenset()  # optional runtimes importable here: onnxruntime, openvino, tensorrt
     onnxruntime_cuda: bool = False  # onnxruntime-gpu with its CUDA execution provider
     openvino_bf16: bool = False  # OpenVINO reports native BF16 for this CPU
+    openvino_int8: bool = False  # OpenVINO reports INT8 for this CPU and nncf (to build int8 models) is installed
     torch_bf16: bool = False  # oneDNN has native bf16 kernels for this CPU
     torch_precisions: tuple = ("fp32",)  # what this build's TorchBackend accepts
 
@@ -47,7 +53,7 @@ class Environment:
 class Choice:
     backend: str
     device: str  # "cpu" or "cuda[:N]"
-    precision: str  # "fp32", "bf16", "fp16", or "auto" (the backend resolves it, e.g. OpenVINO's bf16/f32)
+    precision: str  # "fp32", "bf16", "fp16", "int8", or "auto" (the backend resolves it, e.g. OpenVINO's bf16/f32)
     reason: str
 
 
@@ -68,17 +74,20 @@ def probe() -> Environment:
         import onnxruntime
 
         ort_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-    ov_bf16 = False
+    ov_bf16 = ov_int8 = False
     if "openvino" in installed:
         from .openvino_backend import cpu_capabilities
 
-        ov_bf16 = "BF16" in cpu_capabilities()
+        capabilities = cpu_capabilities()
+        ov_bf16 = "BF16" in capabilities
+        ov_int8 = "INT8" in capabilities and importlib.util.find_spec("nncf") is not None
     return Environment(
         cuda=cuda,
         gpu_name=torch.cuda.get_device_name() if cuda else None,
         installed=installed,
         onnxruntime_cuda=ort_cuda,
         openvino_bf16=ov_bf16,
+        openvino_int8=ov_int8,
         torch_bf16=bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
         torch_precisions=torch_backend_precisions(),
     )
@@ -110,7 +119,7 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
         if backend == "tensorrt" and not env.cuda:
             raise BackendUnavailable("the tensorrt backend needs a CUDA GPU; none is usable here")
         run_on = gpu if backend == "tensorrt" or (on_gpu and backend != "openvino") else "cpu"
-        return Choice(backend, run_on, _explicit_precision(backend, run_on, precision, env), "asked for")
+        return Choice(backend, run_on, _explicit_precision(backend, run_on, precision, env, kind), "asked for")
 
     if kind == "openvino":
         require_installed("openvino", env)
@@ -120,6 +129,10 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
         if not env.cuda:
             raise BackendUnavailable("a TensorRT engine needs a CUDA GPU; none is usable here")
         return Choice("tensorrt", gpu, "fp16", "a TensorRT engine runs on TensorRT")
+    if precision == "int8":  # an OpenVINO CPU precision: on a GPU machine too, unless a GPU is demanded
+        if device.startswith("cuda"):
+            raise BackendUnavailable("--precision int8 runs on the CPU (OpenVINO); use --device cpu or auto")
+        return _choose_cpu(kind, precision, env)
     if on_gpu:
         if "tensorrt" in env.installed and precision in ("auto", "fp16", "fp32"):
             prec = "fp32" if precision == "fp32" else "fp16"
@@ -140,10 +153,25 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
     from .base import BackendUnavailable
 
     measured = "measured fastest CPU path here (see rtstyle/backends/select.py)"
+    if precision == "int8" and kind not in ("weights", "openvino"):
+        raise BackendUnavailable(f"--precision int8 is built from weights (the sub-pixel rewrite and the fp32 "
+                                 f"accuracy check need the generator), not from a {kind} artifact")
+    if "openvino" in env.installed and precision == "int8" and (kind == "openvino" or env.openvino_int8):
+        return Choice("openvino", "cpu", "int8", "int8 asked for")
+    if kind == "weights" and "openvino" in env.installed and env.openvino_int8 and precision == "auto":
+        return Choice("openvino", "cpu", "int8", "CPU: OpenVINO int8 (NNCF quantisation of the convolutions, checked "
+                                                 f">= {MIN_PSNR:g} dB PSNR vs fp32 on real frames or it falls back "
+                                                 "to bf16; built in the background once an input size makes a "
+                                                 "stream, as in a video, and cached; bf16 until then); " + measured)
+    if precision == "int8":
+        raise BackendUnavailable("--precision int8 needs OpenVINO with nncf on a CPU with int8 support: "
+                                 "`pip install -e '.[openvino]'`")
     if "openvino" in env.installed and precision in ("auto", "bf16", "fp32"):
         prec = "bf16" if precision in ("auto", "bf16") and env.openvino_bf16 else "fp32"
         why = "native bf16 on this CPU" if prec == "bf16" else (
             "fp32 asked for" if precision == "fp32" else "this CPU has no native bf16, so f32")
+        if kind == "weights" and precision == "auto":
+            why += "; int8 needs nncf (`pip install -e '.[openvino]'`) and a CPU with OpenVINO INT8"
         return Choice("openvino", "cpu", prec, f"CPU: OpenVINO {prec} ({why}); {measured}")
     if kind == "weights" and env.torch_bf16 and "bf16" in env.torch_precisions and precision in ("auto", "bf16"):
         return Choice("torch", "cpu", "bf16", "CPU with native bf16, OpenVINO not installed "
@@ -161,7 +189,7 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
                              "`pip install -e '.[openvino]'` or `pip install -e '.[onnx]'`")
 
 
-def _explicit_precision(backend: str, device: str, precision: str, env: Environment) -> str:
+def _explicit_precision(backend: str, device: str, precision: str, env: Environment, kind: str = "weights") -> str:
     from .base import BackendUnavailable
 
     if backend == "torch":
@@ -173,10 +201,13 @@ def _explicit_precision(backend: str, device: str, precision: str, env: Environm
     if backend == "onnxruntime":
         if precision not in ("auto", "fp32"):
             raise BackendUnavailable(f"the onnxruntime backend runs the exported fp32 graph; --precision {precision} "
-                                     "is offered by openvino (bf16) and tensorrt (fp16)")
+                                     "is offered by openvino (bf16, int8) and tensorrt (fp16)")
         return "fp32"
     if backend == "tensorrt":
-        if precision == "bf16":
+        if precision in ("bf16", "int8"):
             raise BackendUnavailable("the tensorrt backend builds fp16 or fp32 engines; use --precision fp16 or fp32")
         return "fp16" if precision == "auto" else precision
+    if precision == "int8" and not (env.openvino_int8 or kind == "openvino"):
+        raise BackendUnavailable("--precision int8 from weights needs nncf and a CPU with OpenVINO INT8 support: "
+                                 "`pip install -e '.[openvino]'`")
     return precision  # openvino resolves auto/bf16/fp32/fp16 against the CPU's capabilities
