@@ -96,5 +96,6 @@ class AudioCopy:
 
     def close(self) -> None:
         if self.input is not None:
+            self._packets.close()  # the suspended demuxer goes before its container does (see VideoReader.close)
             self.input.close()
             self.input = None

@@ -173,10 +173,13 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
 
 
 def _drain(stop: threading.Event, q_out: queue.Queue, decoder: Worker, encoder: Worker) -> None:
-    """Stop decoding; let the encoder write what was already translated, then end it."""
+    """Stop decoding; let the encoder write what was already translated, then end it.
+
+    No timeouts: both stages notice `stop` within one frame, and the reader and the writer they use must not be
+    closed under them (PyAV frees what a still-running decode or encode call is using)."""
     stop.set()
-    decoder.join(timeout=10)
-    encoder.join(timeout=60)
+    decoder.join()
+    encoder.join()
 
 
 def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, *, batch: int = 1,

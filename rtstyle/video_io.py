@@ -76,6 +76,8 @@ class VideoReader:
             if first is None:
                 raise VideoReadError(f"{self.path}: the video stream has no decodable frame")
         except BaseException:
+            if hasattr(self, "_frames"):
+                self._frames.close()
             self.container.close()
             raise
         self._first = first
@@ -118,6 +120,11 @@ class VideoReader:
             frame = next(self._frames, None)
 
     def close(self) -> None:
+        # End the suspended decode generator while its container is still open. Left alone it would live on in
+        # a reference cycle (it holds `self`) and be finalised by the garbage collector at some later moment,
+        # in whatever thread that happens to be, after the container it decodes from was closed.
+        frames, self._frames = self._frames, iter(())
+        frames.close()
         self.container.close()
 
     def __enter__(self) -> "VideoReader":
