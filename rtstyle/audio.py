@@ -84,7 +84,8 @@ class AudioCopy:
                 self.out_stream.container.mux(self.out_stream.encode(resampled))
 
     def finish(self, until: Fraction | None = None) -> None:
-        """Write what is left (up to `until` seconds when given) and flush a re-encoder."""
+        """Write what is left (up to `until` seconds when given) and flush a re-encoder; `close` comes after the
+        output container is closed."""
         if self.in_stream is None:
             return
         self.pump(until)
@@ -92,10 +93,10 @@ class AudioCopy:
             for resampled in self.encoder.resample(None):
                 self.out_stream.container.mux(self.out_stream.encode(resampled))
             self.out_stream.container.mux(self.out_stream.encode(None))
-        self.close()
 
     def close(self) -> None:
         if self.input is not None:
+            self._pending = None
             self._packets.close()  # the suspended demuxer goes before its container does (see VideoReader.close)
             self.input.close()
             self.input = None

@@ -241,6 +241,8 @@ class VideoWriter:
         if self.audio:
             self.audio.finish(until=audio_until)
         self.container.close()
+        if self.audio:  # only now: the output's audio stream was made from the input's as a template, and PyAV
+            self.audio.close()  # crashes on an output whose template's container is already closed (PyAV #1137)
 
     def close(self) -> Path:
         """Finish the file and rename it into place; all of the input's audio is copied."""
@@ -270,10 +272,10 @@ class VideoWriter:
 
     def _discard(self) -> None:
         try:
-            if getattr(self, "audio", None):
-                self.audio.close()
             if getattr(self, "container", None):
                 self.container.close()
+            if getattr(self, "audio", None):
+                self.audio.close()
         except Exception:  # the file is being thrown away; its trailer does not matter
             pass
         self.tmp.unlink(missing_ok=True)
