@@ -55,6 +55,17 @@ def test_vintage_is_a_visible_change():
     assert np.abs(out.astype(int) - rgb).mean() > 20
 
 
+def test_vintage_ignores_exposure_like_the_generator_does():
+    """Auto-levels make vintage(a*x + c) == vintage(x): what InstanceNorm makes the generator blind to cannot
+    decide the ground truth. A plain sepia (no auto-levels) would not pass this."""
+    photo = datasets.load_photo("skimage", "data/chelsea.png")[:96, :96]
+    dim = np.clip(photo.astype(np.float32) * 0.6 + 30, 0, 255).round().astype(np.uint8)  # flatter and darker
+    assert np.abs(dim.astype(int) - photo).mean() > 15
+    assert np.abs(datasets.vintage(dim).astype(int) - datasets.vintage(photo)).mean() < 2.0
+    sepia_only = lambda x: np.clip(x.astype(np.float32) @ datasets.SEPIA.T, 0, 255)  # noqa: E731
+    assert np.abs(sepia_only(dim) - sepia_only(photo)).mean() > 15
+
+
 def test_make_demo_refuses_to_replace_a_nonempty_folder(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "keep.txt").write_text("mine")
