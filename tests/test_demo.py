@@ -68,8 +68,8 @@ def test_bundled_model_quality_matches_readme(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue 7 open: the bundled demo model (28 CPU-minutes of training) does "
-                                       "not yet beat the identity baseline; see README, The demo model")
 def test_bundled_model_beats_identity_by_a_clear_margin(tmp_path):
+    """The issue's bar, on PSNR: at least 3 dB above doing nothing. (SSIM is reported, not required: see the
+    README, The demo model.)"""
     measured = _evaluate_bundled(tmp_path)
-    assert measured["psnr"] > measured["identity_psnr"] + 1.0
+    assert measured["psnr"] > measured["identity_psnr"] + 3.0
