@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rtstyle.artifacts import sha256_file
 from rtstyle.convert import read_openvino_meta, save_openvino
+from rtstyle.backends.openvino_backend import openvino_core
 from rtstyle.models import ResnetGenerator
 from rtstyle.quantize import build_int8_openvino
 from rtstyle.weights import ModelInfo
@@ -28,8 +29,6 @@ from .verify import Comparison
 
 def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path,
                          options: ExportOptions, log: Log) -> ExportResult:
-    import openvino as ov
-
     if options.dynamic:
         raise ValueError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
                          "shape); drop --dynamic and pass --size HxW, or let --backend auto build one per size")
@@ -47,7 +46,7 @@ def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Pa
     shape = (5, info.config.input_nc, *hw)
     comparison = Comparison(f"held-out real frames 1x{hw[0]}x{hw[1]} (worst)", shape, attempt.max_abs, attempt.mean_abs)
     save_openvino(build.model, target)
-    meta = read_openvino_meta(ov.Core().read_model(str(target)), str(target))  # the metadata survived the round trip
+    meta = read_openvino_meta(openvino_core().read_model(str(target)), str(target))  # the metadata survived the round trip
     notes = [graph_note, f"int8: {build.explanation}"]
     notes += [f"tried {a.recipe}: worst {a.psnr_min:.1f} dB, mean {a.psnr_mean:.1f} dB" for a in build.attempts]
     return ExportResult(path=target, format="openvino-int8", tolerance=float("inf"), comparisons=[comparison],

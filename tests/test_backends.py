@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
+from conftest import ROOT
 from rtstyle.artifacts import ArtifactError, ArtifactMeta
 from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend
 from rtstyle.backends.select import Environment, choose_backend
@@ -266,3 +269,32 @@ def test_tensorrt_engine_is_cached_and_stale_engines_rebuilt(tiny):
         **key.__dict__, "tensorrt_version": "10.0.0"}))
     rebuilt = prepare_engine(foreign, "fp16")
     assert rebuilt == foreign and read_engine_header(rebuilt)[1].tensorrt_version != "10.0.0"
+
+
+CTRL_C_AFTER_RELEASE = r"""
+import gc, os, signal, sys, threading, time
+import torch
+from rtstyle.backends import BackendOptions, create_backend
+backend = create_backend(sys.argv[1], BackendOptions(backend="openvino", device="cpu", precision="fp32"))
+backend(torch.zeros(1, 3, 32, 32))
+held = [backend]
+del backend
+released = threading.Thread(target=lambda: (held.clear(), gc.collect()))  # as a pipeline worker or the GC would
+released.start()
+released.join()
+try:
+    os.kill(os.getpid(), signal.SIGINT)  # a terminal's Ctrl-C, handled on the main thread
+    time.sleep(5)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("openvino") is None, reason="needs openvino")
+def test_ctrl_c_still_works_after_an_openvino_backend_is_released_in_another_thread(tiny_model_path):
+    """OpenVINO's CPU plugin swaps the main thread's alternate signal stack for its own and unmaps it when the
+    plugin unloads; released from another thread, that left the main thread's pointing at freed memory, and a
+    Ctrl-C then killed the process with SIGSEGV (it took down CI's pytest run). rtstyle keeps one Core alive."""
+    result = subprocess.run([sys.executable, "-c", CTRL_C_AFTER_RELEASE, str(tiny_model_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "KeyboardInterrupt" in result.stdout, (result.returncode, result.stderr[-2000:])

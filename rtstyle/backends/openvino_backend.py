@@ -33,13 +33,32 @@ def import_openvino():
     return openvino
 
 
+_CORE = None
+
+
+def openvino_core():
+    """The process's one OpenVINO Core, created on first use and never released.
+
+    OpenVINO's CPU plugin installs its own alternate signal stack on the thread that first compiles a model
+    (usually the main thread) and unmaps it when the plugin unloads with the last Core, restoring the old
+    one only on the thread that drops that Core. Dropped from another thread (a pipeline worker, the garbage
+    collector), the main thread keeps a dangling alternate stack, and the next signal it handles, a Ctrl-C,
+    kills the process with SIGSEGV instead of raising KeyboardInterrupt (tests/test_backends.py reproduces
+    it). One Core for the process's lifetime keeps the plugin, and that stack, loaded.
+    """
+    global _CORE
+    if _CORE is None:
+        _CORE = import_openvino().Core()
+    return _CORE
+
+
 def cpu_capabilities() -> set[str]:
     """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino."""
     try:
         ov = import_openvino()
     except BackendUnavailable:
         return set()
-    return set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def resolve_precision(precision: str, capabilities: set[str]) -> str:
@@ -66,7 +85,7 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return ov.Core().compile_model(model, "CPU", config)
+    return openvino_core().compile_model(model, "CPU", config)
 
 
 def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
@@ -77,16 +96,16 @@ def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = No
     kind = artifact_kind(model_path)
     if kind == "openvino":
         xml = openvino_xml(model_path)
-        model = ov.Core().read_model(str(xml))
+        model = openvino_core().read_model(str(xml))
         return model, read_openvino_meta(model, str(xml))
     if kind == "onnx":
         import onnx
 
         meta = read_onnx_meta(onnx.load(str(model_path), load_external_data=False), str(model_path))
-        return ov.Core().read_model(str(model_path)), meta
+        return openvino_core().read_model(str(model_path)), meta
     if kind == "weights":
         xml = cached_openvino(Path(model_path), log)
-        model = ov.Core().read_model(str(xml))
+        model = openvino_core().read_model(str(xml))
         return model, read_openvino_meta(model, str(xml))
     raise ArtifactError(f"{model_path}: OpenVINO cannot run a {kind} artifact; use --backend {kind}")
 
@@ -100,7 +119,7 @@ class OpenVinoBackend(Backend):
         model, meta = load_openvino_model(Path(model_path), log)
         super().__init__(meta.info)
         self.meta, self.path = meta, Path(model_path)
-        capabilities = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        capabilities = set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         if meta.precision == "int8":  # the quantised convolutions are int8 whatever is asked; the rest:
             if precision not in ("auto", "int8", "bf16", "fp32"):
                 raise BackendUnavailable(f"{model_path} is an int8 IR; --precision {precision} does not apply "

@@ -34,7 +34,8 @@ import torch
 from ..artifacts import INPUT_NAME, MULTIPLE, ArtifactError
 from ..weights import load_model
 from .base import Backend
-from .openvino_backend import OV_PRECISION, compile_cpu, cpu_capabilities, import_openvino, resolve_precision
+from .openvino_backend import (OV_PRECISION, compile_cpu, cpu_capabilities, import_openvino, openvino_core,
+                              resolve_precision)
 
 
 # Batches of one size after which `--backend auto` starts that size's int8 build. A build costs minutes of
@@ -74,7 +75,7 @@ class OpenVinoInt8Backend(Backend):
     def _finish(self, hw: tuple[int, int], decision) -> None:
         from ..convert import cached_openvino, read_openvino_meta
 
-        core = import_openvino().Core()
+        core = openvino_core()
         if isinstance(decision, BaseException):
             self.log(f"int8 build at {hw[0]}x{hw[1]} failed ({type(decision).__name__}: {decision}); "
                      f"staying on {self.rest}")
@@ -151,7 +152,7 @@ class OpenVinoInt8Backend(Backend):
             if self.build_after > 1 and self.seen[hw] < self.build_after:
                 self.log(f"int8: {hw[0]}x{hw[1]} has no int8 build yet: {self.rest}, and int8 built in the "
                          f"background if this size keeps coming ({self.build_after} batches)")
-            self.interim[hw] = import_openvino().Core().read_model(str(cached_openvino(self.path, self.log)))
+            self.interim[hw] = openvino_core().read_model(str(cached_openvino(self.path, self.log)))
         return self.interim[hw], False
 
     def describe(self) -> str:
