@@ -12,7 +12,6 @@ frame's own aspect ratio.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np

@@ -123,8 +123,7 @@ class VideoReader:
         # End the suspended decode generator while its container is still open. Left alone it would live on in
         # a reference cycle (it holds `self`) and be finalised by the garbage collector at some later moment,
         # in whatever thread that happens to be, after the container it decodes from was closed.
-        frames, self._frames = self._frames, iter(())
-        frames.close()
+        self._frames.close()  # idempotent; `__iter__` then ends at once
         self.container.close()
 
     def __enter__(self) -> "VideoReader":

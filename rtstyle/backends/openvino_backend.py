@@ -12,6 +12,7 @@ imported only in the backends and in `rtstyle.convert` / `rtstyle.quantize`.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -33,9 +34,7 @@ def import_openvino():
     return openvino
 
 
-_CORE = None
-
-
+@functools.cache
 def openvino_core():
     """The process's one OpenVINO Core, created on first use and never released.
 
@@ -46,19 +45,16 @@ def openvino_core():
     kills the process with SIGSEGV instead of raising KeyboardInterrupt (tests/test_backends.py reproduces
     it). One Core for the process's lifetime keeps the plugin, and that stack, loaded.
     """
-    global _CORE
-    if _CORE is None:
-        _CORE = import_openvino().Core()
-    return _CORE
+    return import_openvino().Core()
 
 
 def cpu_capabilities() -> set[str]:
     """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino."""
     try:
-        ov = import_openvino()
+        core = openvino_core()
     except BackendUnavailable:
         return set()
-    return set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 def resolve_precision(precision: str, capabilities: set[str]) -> str:
@@ -78,34 +74,34 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
     `hint` is OpenVINO's INFERENCE_PRECISION_HINT ("f32", "bf16"); `shape` reshapes a copy of the model to
     that static input shape first (faster kernels for int8 IRs; the IR on disk keeps its own shape).
     """
-    ov = import_openvino()
+    core = openvino_core()
     if shape is not None:
         model = model.clone()
         model.reshape(list(shape))
     config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
-    return openvino_core().compile_model(model, "CPU", config)
+    return core.compile_model(model, "CPU", config)
 
 
 def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
     """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached)."""
     from ..convert import cached_openvino, read_onnx_meta, read_openvino_meta
 
-    ov = import_openvino()
+    core = openvino_core()
     kind = artifact_kind(model_path)
     if kind == "openvino":
         xml = openvino_xml(model_path)
-        model = openvino_core().read_model(str(xml))
+        model = core.read_model(str(xml))
         return model, read_openvino_meta(model, str(xml))
     if kind == "onnx":
         import onnx
 
         meta = read_onnx_meta(onnx.load(str(model_path), load_external_data=False), str(model_path))
-        return openvino_core().read_model(str(model_path)), meta
+        return core.read_model(str(model_path)), meta
     if kind == "weights":
         xml = cached_openvino(Path(model_path), log)
-        model = openvino_core().read_model(str(xml))
+        model = core.read_model(str(xml))
         return model, read_openvino_meta(model, str(xml))
     raise ArtifactError(f"{model_path}: OpenVINO cannot run a {kind} artifact; use --backend {kind}")
 
@@ -115,11 +111,10 @@ class OpenVinoBackend(Backend):
 
     def __init__(self, model_path: Path, precision: str = "auto", threads: int | None = None,
                  log: Callable[[str], None] | None = None) -> None:
-        ov = import_openvino()
         model, meta = load_openvino_model(Path(model_path), log)
         super().__init__(meta.info)
         self.meta, self.path = meta, Path(model_path)
-        capabilities = set(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        capabilities = cpu_capabilities()
         if meta.precision == "int8":  # the quantised convolutions are int8 whatever is asked; the rest:
             if precision not in ("auto", "int8", "bf16", "fp32"):
                 raise BackendUnavailable(f"{model_path} is an int8 IR; --precision {precision} does not apply "
