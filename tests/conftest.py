@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = GeneratorConfig(ngf=8, n_blocks=2)
 
 
+def tiny_store(home: Path, seed: int, direction: str) -> Path:
+    """`home` as a model store holding models/tiny.safetensors: a TINY generator seeded with `seed`."""
+    torch.manual_seed(seed)
+    generator = ResnetGenerator(TINY).eval()
+    save_generator(generator, home / "models" / "tiny.safetensors",
+                   ModelInfo(config=TINY, direction=direction, train_size=64, name="tiny"))
+    return home
+
+
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path_factory, monkeypatch):
     """Every test gets its own empty model store (RTSTYLE_HOME), never the user's."""

@@ -20,14 +20,14 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, tiny_store
 from rtstyle.artifacts import ArtifactError, ArtifactMeta
 from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend
 from rtstyle.backends.select import Environment, choose_backend
 from rtstyle.engine_file import (MAGIC, EngineKey, Profile, engine_cache_path, read_engine, read_engine_header,
                                  stale_reason, write_engine)
-from rtstyle.models import GeneratorConfig, ResnetGenerator
-from rtstyle.weights import ModelInfo, save_generator
+from rtstyle.models import GeneratorConfig
+from rtstyle.weights import ModelInfo
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -65,12 +65,7 @@ PARAMS = [pytest.param(b, p, tol, id=f"{b}-{p}",
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
     """A model store with a tiny generator (ngf 8, 2 blocks); on-the-fly artifacts are cached inside it."""
-    home = tmp_path_factory.mktemp("rtstyle-home")
-    torch.manual_seed(0)
-    generator = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval()
-    info = ModelInfo(config=generator.config, direction="day->night", train_size=64, name="tiny")
-    save_generator(generator, home / "models" / "tiny.safetensors", info)
-    return home
+    return tiny_store(tmp_path_factory.mktemp("rtstyle-home"), seed=0, direction="day->night")
 
 
 @pytest.fixture

@@ -18,13 +18,14 @@ import torch
 import cli
 from engines import ExportError, ExportOptions, export_model, parse_hw
 from engines.onnx_export import check_instance_norm
+from conftest import tiny_store
 from rtstyle.artifacts import ArtifactError
 from rtstyle.backends import BackendOptions, create_backend
 from rtstyle.convert import generator_to_onnx, onnx_metadata
 from rtstyle.images import read_image, write_image
 from rtstyle.models import GeneratorConfig, ResnetGenerator
 from rtstyle.store import resolve_model
-from rtstyle.weights import ModelInfo, load_model, save_generator
+from rtstyle.weights import ModelInfo, load_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -33,12 +34,7 @@ HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("rtstyle-home")
-    torch.manual_seed(1)
-    generator = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval()
-    info = ModelInfo(config=generator.config, direction="photo->ink", train_size=64, name="tiny")
-    save_generator(generator, home / "models" / "tiny.safetensors", info)
-    return home
+    return tiny_store(tmp_path_factory.mktemp("rtstyle-home"), seed=1, direction="photo->ink")
 
 
 @pytest.fixture

@@ -16,15 +16,15 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import tiny_store
 from rtstyle.backends import BackendOptions, BackendUnavailable, create_backend
 from rtstyle.backends.openvino_int8_backend import STREAM_BATCHES
 from rtstyle.backends.select import Environment, choose_backend
 from rtstyle.calibration import calibration_frames, calibration_indices, heldout_frames, HELDOUT_CLIP_FRAMES
-from rtstyle.models import GeneratorConfig, ResnetGenerator
 from rtstyle.quantize import psnr_db
 from rtstyle.rewrites import SubPixelConvTranspose, rewrite_error, subpixel_generator
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
-from rtstyle.weights import ModelInfo, load_model, save_generator
+from rtstyle.weights import load_model
 
 HAS_INT8 = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 needs_int8 = pytest.mark.skipif(not HAS_INT8, reason="needs openvino and nncf (the [openvino] extra)")
@@ -72,12 +72,7 @@ def test_calibration_and_heldout_frames_are_real_and_disjoint():
 # --- the int8 export --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def home(tmp_path_factory):
-    home = tmp_path_factory.mktemp("rtstyle-home")
-    torch.manual_seed(2)
-    generator = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval()
-    save_generator(generator, home / "models" / "tiny.safetensors",
-                   ModelInfo(config=generator.config, direction="day->dusk", train_size=64, name="tiny"))
-    return home
+    return tiny_store(tmp_path_factory.mktemp("rtstyle-home"), seed=2, direction="day->dusk")
 
 
 @pytest.fixture
