@@ -563,6 +563,12 @@ def run_benchmark(args) -> int:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)
+    for r in records:
+        if "baseline_vs_plain" in r.extra:
+            console.print(f"baseline check at {r.size[0]}x{r.size[1]} batch {r.batch}: eager fp32 backend "
+                          f"{r.ms_median:.1f} ms, plain torch.no_grad() loop {r.extra['plain_no_grad_ms']:.1f} ms "
+                          f"(ratio {r.extra['baseline_vs_plain']:.2f}; near 1 means the baseline is sound)",
+                          markup=False)
     if args.json:
         document = {"command": "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None,
                     "machine": machine | {"load_average_end": machine_info()["load_average"]},

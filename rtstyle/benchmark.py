@@ -31,10 +31,12 @@ import torch
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .calibration import fit_frame, heldout_frames
+from .cpu import cpu_features
 from .quantize import psnr_db
 from .transforms import frames_to_tensor, tensor_to_frames
 
 BASELINE = "torch:fp32"
+PLAIN = "plain torch.no_grad() loop"  # timed beside the baseline as its check, not a variant of its own
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,33 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
             "stage_ms_per_frame": stages}
 
 
+class PlainLoop:
+    """The check on the baseline (issue 10): the same generator called in a plain `torch.no_grad()` loop.
+
+    Timed in the same rounds as the eager fp32 backend; if the two differ, the baseline (and every ratio
+    against it) is off, which a ratio alone would hide.
+    """
+
+    def __init__(self, generator: torch.nn.Module, device: torch.device) -> None:
+        self.generator, self.device = generator.eval().float().to(device), device
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.generator(x.to(self.device)).cpu()
+
+
+def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
+    """The plain loop for `model` when it is weights (an exported artifact has no torch generator)."""
+    from .artifacts import artifact_kind
+    from .store import resolve_model
+    from .weights import load_model
+
+    path = resolve_model(model)
+    if artifact_kind(path) != "weights":
+        return None
+    return PlainLoop(load_model(path)[0], getattr(baseline, "device", torch.device("cpu")))
+
+
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None) -> list[Record]:
@@ -247,13 +276,18 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
     if BASELINE not in backends:
         raise RuntimeError(f"the eager fp32 baseline could not run: {errors.get(BASELINE)}")
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    times: dict[str, list[float]] = {s: [] for s in backends}
-    order = list(backends)
+    timed: dict = dict(backends)
+    plain = plain_loop(model, backends[BASELINE])
+    if plain is not None:
+        plain.infer(x)  # its warm-up
+        timed[PLAIN] = plain
+    times: dict[str, list[float]] = {s: [] for s in timed}
+    order = list(timed)
     for r in range(rounds):
         for spec in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
             for _ in range(per_round):
                 begin = time.perf_counter()
-                backends[spec].infer(x)
+                timed[spec].infer(x)
                 sync()
                 times[spec].append((time.perf_counter() - begin) * 1000.0)
         log(f"{size[0]}x{size[1]} batch {batch}: round {r + 1}/{rounds} " + ", ".join(
@@ -264,7 +298,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
 
         with tempfile.TemporaryDirectory(prefix="rtstyle-bench-") as folder:
             clip = video_excerpt(video, e2e_frames, Path(folder))
-            for spec in order:
+            for spec in backends:
                 log(f"{spec}: converting the first {e2e_frames} frames of {video.name} end to end")
                 conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder), bare_seconds)
                 log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
@@ -293,21 +327,25 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
             added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
             extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio}
-            | ({"video": conversions[spec]} if spec in conversions else {})))
+            | ({"video": conversions[spec]} if spec in conversions else {})
+            | (_plain_check(times, base_ms) if spec == BASELINE and PLAIN in times else {})))
     return records
+
+
+def _plain_check(times: dict[str, list[float]], base_ms: float) -> dict:
+    plain_ms = statistics.median(times[PLAIN])
+    return {"plain_no_grad_ms": plain_ms, "baseline_vs_plain": base_ms / plain_ms}
 
 
 def machine_info() -> dict:
     """CPU model and flags, cores, load, GPU and library versions, for the JSON records."""
-    cpu, flags = platform.processor(), set()
+    cpu = platform.processor()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu in ("", platform.processor()):
-                cpu = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
     except OSError:
         pass
+    features = cpu_features()
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
     from importlib import metadata
 
@@ -318,8 +356,9 @@ def machine_info() -> dict:
             continue
     return {
         "cpu": cpu,
-        "cpu_flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_tile",
-                                     "amx_bf16", "amx_int8"}),
+        "cpu_flags": sorted(features.flags & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni",
+                                              "amx_tile", "amx_bf16", "amx_int8"}),
+        "cpu_class": features.describe(),
         "cores": os.cpu_count(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),

@@ -35,6 +35,7 @@ import torch
 
 from .artifacts import ArtifactMeta, library_versions, sha256_file
 from .calibration import CALIBRATION_COUNT, calibration_frames, heldout_frames
+from .cpu import cpu_features
 from .models import ResnetGenerator
 from .rewrites import EXACT_TOLERANCE, rewrite_error, subpixel_generator
 from .transforms import frames_to_tensor, tensor_to_frames
@@ -46,6 +47,9 @@ MIN_PSNR = 30.0  # dB: issue 6's bound; below it on the second recipe, no int8
 RECIPES = ("convs", "convs-keep-ends")
 RECIPE_TEXT = {"convs": "all convolutions int8",
                "convs-keep-ends": "convolutions int8 except the first and last"}
+
+# What the fallback costs, by the precision it runs in (BENCHMARKS.md, full generator at 256x256).
+FALLBACK_TEXT = {"bf16": "slower, about 60 dB vs fp32", "f32": "slower still, about 85 dB vs fp32"}
 
 Log = Callable[[str], None]
 
@@ -87,8 +91,22 @@ def run_hint() -> str:
     return "bf16" if "BF16" in cpu_capabilities() else "f32"
 
 
-def quantize_convolutions(model, calibration: list[np.ndarray], keep_ends: bool):
-    """NNCF PTQ of an OpenVINO model's convolutions (not MVN inputs, not residual Adds); returns a new model."""
+def overflow_fix() -> str:
+    """NNCF's overflow fix for this CPU: 'first_layer_only' (NNCF's default) with VNNI, 'enable' without it.
+
+    Without VNNI (AVX2-only CPUs such as AMD Zen 3) oneDNN multiplies u8 activations by s8 weights with
+    `vpmaddubsw`, which adds each pair of products into a saturating 16-bit sum: 2 x 255 x 127 overflows it.
+    NNCF's fix quantises weights to half the range (7 bits, 2 x 255 x 63 fits). VNNI accumulates in 32 bits
+    and needs it only where NNCF applies it by default (the first convolution).
+    """
+    return "first_layer_only" if cpu_features().vnni else "enable"
+
+
+def quantize_convolutions(model, calibration: list[np.ndarray], keep_ends: bool, overflow: str | None = None):
+    """NNCF PTQ of an OpenVINO model's convolutions (not MVN inputs, not residual Adds); returns a new model.
+
+    `overflow`: NNCF's OverflowFix ('disable', 'first_layer_only', 'enable'); this CPU's `overflow_fix()` if None.
+    """
     import contextlib
     import logging
     import sys
@@ -101,9 +119,11 @@ def quantize_convolutions(model, calibration: list[np.ndarray], keep_ends: bool)
         convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
         names = [convs[0], convs[-1]]
     ignored = nncf.IgnoredScope(names=names, types=["MVN", "Add"], validate=False)
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix(overflow or overflow_fix()))
     with contextlib.redirect_stdout(sys.stderr):
         return nncf.quantize(model, nncf.Dataset(calibration), subset_size=len(calibration),
-                             preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True, ignored_scope=ignored)
+                             preset=nncf.QuantizationPreset.MIXED, fast_bias_correction=True, ignored_scope=ignored,
+                             advanced_parameters=advanced)
 
 
 def _check(model, inputs: torch.Tensor, reference: np.ndarray, hint: str) -> tuple[float, float, float, float]:
@@ -122,9 +142,12 @@ def _check(model, inputs: torch.Tensor, reference: np.ndarray, hint: str) -> tup
 
 def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[int, int],
                         source_sha256: str | None = None, *, calibration_count: int = CALIBRATION_COUNT,
-                        target_psnr: float = TARGET_PSNR, min_psnr: float = MIN_PSNR,
+                        target_psnr: float = TARGET_PSNR, min_psnr: float = MIN_PSNR, overflow: str | None = None,
                         log: Log | None = None) -> Int8Build:
-    """Quantise `generator` for (h, w) inputs and check it; see the module docstring for the rules."""
+    """Quantise `generator` for (h, w) inputs and check it; see the module docstring for the rules.
+
+    `overflow`: NNCF's overflow fix, this CPU's `overflow_fix()` when None.
+    """
     from .convert import generator_to_openvino, onnx_metadata
 
     log = log or (lambda message: None)
@@ -141,12 +164,12 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
     meta = onnx_metadata(info, "openvino", False, *hw, source_sha256=source_sha256)
     fp32_model = generator_to_openvino(rewritten, meta, batch=1)
     calibration = calibration_frames(hw, calibration_count)
-    hint = run_hint()
+    hint, overflow = run_hint(), overflow or overflow_fix()
     build = Int8Build(model=None, meta=None)
     for recipe in RECIPES:
         start = time.perf_counter()
         log(f"int8: quantising ({RECIPE_TEXT[recipe]}) on {len(calibration)} real frames at {hw[0]}x{hw[1]}")
-        model = quantize_convolutions(fp32_model, calibration, keep_ends=recipe == "convs-keep-ends")
+        model = quantize_convolutions(fp32_model, calibration, keep_ends=recipe == "convs-keep-ends", overflow=overflow)
         worst, mean, max_abs, mean_abs = _check(model, inputs, reference, hint)
         attempt = Attempt(recipe, worst, mean, max_abs, mean_abs, time.perf_counter() - start)
         build.attempts.append(attempt)
@@ -155,7 +178,7 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
             f"{len(names)} held-out real frames; needs {bound:g} dB ({attempt.seconds:.0f} s)")
         if worst >= bound:
             build.model, build.meta = model, _int8_meta(meta, recipe, attempt, names, len(calibration),
-                                                        target_psnr, min_psnr, hint)
+                                                        target_psnr, min_psnr, hint, overflow)
             for key, value in build.meta.to_strings().items():
                 model.set_rt_info(value, ["rtstyle", key[len("rtstyle."):]])
             build.explanation = (f"{RECIPE_TEXT[recipe]} ({worst:.1f} dB worst-frame PSNR vs fp32 >= {bound:g} dB), "
@@ -163,16 +186,17 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
             return build
     tried = ", ".join(f"{RECIPE_TEXT[a.recipe]} {a.psnr_min:.1f} dB" for a in build.attempts)
     build.explanation = (f"int8 stays below {min_psnr:g} dB worst-frame PSNR vs fp32 for this model ({tried}), so it "
-                         "is not used: OpenVINO bf16 instead (slower, about 60 dB)")
+                         f"is not used: OpenVINO {hint} instead ({FALLBACK_TEXT[hint]})")
     return build
 
 
 def _int8_meta(meta: ArtifactMeta, recipe: str, attempt: Attempt, heldout: list[str], calibration: int,
-               target_psnr: float, min_psnr: float, hint: str) -> ArtifactMeta:
+               target_psnr: float, min_psnr: float, hint: str, overflow: str) -> ArtifactMeta:
     record = {"recipe": recipe, "recipe_version": RECIPE_VERSION, "psnr_min_db": round(attempt.psnr_min, 2),
               "psnr_mean_db": round(attempt.psnr_mean, 2), "max_abs": round(attempt.max_abs, 4),
               "heldout": heldout, "calibration_frames": calibration, "target_psnr": target_psnr,
-              "min_psnr": min_psnr, "rest_precision": hint, "build_seconds": round(attempt.seconds, 1)}
+              "min_psnr": min_psnr, "rest_precision": hint, "overflow_fix": overflow,
+              "build_seconds": round(attempt.seconds, 1)}
     return meta.with_format("openvino", opset=None, precision="int8", extra={"int8": record},
                             versions=library_versions("torch", "openvino", "nncf"))
 
@@ -190,7 +214,8 @@ def int8_cache_path(weights_path: Path, digest: str, hw: tuple[int, int], target
                     calibration_count: int) -> Path:
     from .store import cache_dir
 
-    tag = f"r{RECIPE_VERSION}-t{target_psnr:g}-m{min_psnr:g}-c{calibration_count}"
+    # The CPU class is part of the key: the overflow fix (VNNI or not) and the rest's precision differ by it.
+    tag = f"r{RECIPE_VERSION}-t{target_psnr:g}-m{min_psnr:g}-c{calibration_count}-{overflow_fix()}-{run_hint()}"
     return cache_dir() / "openvino-int8" / f"{weights_path.stem}-{digest[:16]}-{hw[0]}x{hw[1]}-{tag}.xml"
 
 

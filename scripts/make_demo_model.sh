@@ -17,7 +17,7 @@ OUT=${OUT:-runs}
 
 [ -d "$DATA" ] || $PY cli.py datasets make-demo --out "$DATA" --seed 0
 OMP_NUM_THREADS=1 $PY cli.py train --dataroot "$DATA" --name demo --out "$OUT" --names photo,vintage \
-  --ngf 16 --n-blocks 6 --ndf 32 --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision bf16 \
+  --ngf 16 --n-blocks 6 --ndf 32 --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision auto \
   --epochs 15 --epochs-decay 15 --num-workers 0 --seed 0 --save-every 1000 --sample-every 2000 --max-steps 9000
 OMP_NUM_THREADS=1 $PY cli.py train --resume --dataroot "$DATA" --name demo --out "$OUT" \
   --epochs-decay 30 --max-steps 18000

@@ -56,6 +56,12 @@ def test_cli_benchmark_writes_records_for_every_variant(tiny_model_path, tmp_pat
     assert trt["error"] and trt["ms_median"] is None  # cannot run here: reported, not fatal
     err = capsys.readouterr()
     assert "x fp32" in err.out and "openvino:int8" in err.out
+    # The baseline's own check: the same generator in a plain torch.no_grad() loop, timed in the same rounds.
+    check = records[0]["extra"]
+    assert check["plain_no_grad_ms"] > 0
+    assert check["baseline_vs_plain"] == pytest.approx(records[0]["ms_median"] / check["plain_no_grad_ms"])
+    assert "plain torch.no_grad() loop" in err.err and "cpu_class" in document["machine"]
+    assert all("baseline_vs_plain" not in r["extra"] for r in records[1:])
 
 
 def test_measure_batches_and_a_video_end_to_end(tiny_model_path):

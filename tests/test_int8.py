@@ -21,7 +21,7 @@ from rtstyle.backends import BackendOptions, BackendUnavailable, create_backend
 from rtstyle.backends.openvino_int8_backend import STREAM_BATCHES
 from rtstyle.backends.select import Environment, choose_backend
 from rtstyle.calibration import calibration_frames, calibration_indices, heldout_frames, HELDOUT_CLIP_FRAMES
-from rtstyle.quantize import psnr_db
+from rtstyle.quantize import psnr_db, run_hint
 from rtstyle.rewrites import SubPixelConvTranspose, rewrite_error, subpixel_generator
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
 from rtstyle.weights import load_model
@@ -197,7 +197,7 @@ def test_auto_picks_int8_says_why_builds_in_the_background_and_reuses_the_cache(
     assert said[0].startswith("backend auto -> openvino (int8, cpu)") and "falls back" in said[0]
     for hw in [(32, 36), (36, 32)]:  # one-off sizes (a folder of assorted photos): bf16, no quantisation
         runner.infer(torch.zeros(1, 3, *hw))
-    assert not runner.builds and "bf16 at 32x36 (no int8 build yet)" in runner.describe()
+    assert not runner.builds and f"{run_hint()} at 32x36 (no int8 build yet)" in runner.describe()
     assert any("int8 built in the background if this size keeps coming (30 batches)" in s for s in said)
     x = torch.zeros(1, 3, *HW)
     for _ in range(STREAM_BATCHES):  # the size keeps coming: a stream; its build starts, bf16 goes on meanwhile
@@ -208,7 +208,7 @@ def test_auto_picks_int8_says_why_builds_in_the_background_and_reuses_the_cache(
     assert runner.builds[HW].wait(timeout=300) == 0  # a child process: `python -m rtstyle.quantize`
     worst, _ = _heldout_psnr(runner, generator)  # the next batch picks the finished build up
     assert worst >= 30 and f"int8 at {HW[0]}x{HW[1]}" in runner.describe()
-    assert any("switches from bf16 to the int8 model" in s for s in said)
+    assert any(f"switches from {run_hint()} to the int8 model" in s for s in said)
     said.clear()
     second = create_backend("tiny", BackendOptions(), log=said.append)
     second.infer(x)  # cached: int8 from the first batch

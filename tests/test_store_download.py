@@ -56,7 +56,7 @@ def test_download_of_something_that_is_not_a_generator_leaves_nothing(server, is
 
 def test_download_without_network_says_what_to_do(isolated_store):
     # The default URL: unreachable on this machine (no internet) and in CI.
-    result = run_cli("download", "style_monet", env=_env(None), timeout=120)
+    result = run_cli("download", "style_monet", env=_env(None))
     assert result.returncode == 2
     assert "could not download" in result.stderr and "import-weights" in result.stderr
     assert _store_files(isolated_store) == []

@@ -10,7 +10,8 @@ import torch
 
 from media_helpers import one_torch_thread, tiny_model  # noqa: F401 (fixtures)
 from rtstyle.backends import BackendOptions, BackendUnavailable, create_backend
-from rtstyle.backends.torch_backend import choose_precision, cpu_flags
+from rtstyle.backends.torch_backend import choose_precision
+from rtstyle.cpu import cpu_features
 
 CPU = torch.device("cpu")
 CUDA = torch.device("cuda")
@@ -47,12 +48,10 @@ def test_cuda_policy():
         choose_precision("int8", CPU)
 
 
-def test_this_machine_flags_are_read():
-    flags = cpu_flags()
-    if not flags:
-        pytest.skip("no /proc/cpuinfo flags on this system")
-    expected = "bf16" if {"amx_bf16", "avx512_bf16"} & flags else "fp32"
+def test_auto_follows_the_probe_on_each_cpu_class(cpu_class):
+    expected = "bf16" if cpu_class == "avx512" else "fp32"
     assert choose_precision("auto", CPU)[0] == expected
+    assert (cpu_features().bf16 is not None) == (expected == "bf16")
 
 
 def test_describe_says_what_runs_and_why(tiny_model):

@@ -16,7 +16,7 @@ from pathlib import Path
 from rtstyle.models import GeneratorConfig
 
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = ("instance", "batch")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 
@@ -67,8 +67,8 @@ class TrainConfig:
     epochs: int = _f(100, "epochs at the initial learning rate")
     epochs_decay: int = _f(100, "epochs of linear decay to zero after those")
     # Beyond the reference
-    precision: str = _f("fp32", "arithmetic: fp32, bf16 autocast, or fp16 autocast with a grad scaler",
-                        choices=PRECISIONS)
+    precision: str = _f("auto", "arithmetic: auto (bf16 autocast where the device has native bf16, else fp32), "
+                                "fp32, bf16 autocast, or fp16 autocast with a grad scaler", choices=PRECISIONS)
     memory_format: str = _f("auto", "tensor layout: auto = channels_last on CUDA with bf16/fp16, else contiguous "
                                     "(channels_last measured no faster on CPU, see BENCHMARKS.md)",
                             choices=MEMORY_FORMATS)

@@ -14,7 +14,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .checkpoint import (CheckpointError, Position, RunFiles, capture_rng, expor
 from .config import TrainConfig
 from .data import EpochSampler, UnalignedDataset, load_domains, make_loader, steps_per_epoch
 from .records import Display, LossLog, format_losses, write_samples
-from .trainer import LOSS_KEYS, CycleGANTrainer
+from .trainer import LOSS_KEYS, CycleGANTrainer, resolve_precision
 
 STOP_REASONS = ("", "max-minutes", "max-steps", "SIGTERM", "SIGINT")  # index = priority when ranks differ
 SAMPLE_PAIRS = 2
@@ -181,6 +181,10 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     if not config.name:
         raise ValueError("--name is required: the run folder is OUT/NAME")
     files = RunFiles(Path(config.out) / config.name)
+    # Resolved before anything is saved: config.json records the precision that runs, and --resume keeps it.
+    precision, why = resolve_precision(config.precision, dist.device)
+    config = replace(config, precision=precision)
+    console.print(f"[yellow]{why}[/]" if why.startswith("WARNING") else f"precision {precision} ({why})")
     payload = load_checkpoint(files.last, config, dist.world) if resume else None
     if not resume and files.last.exists():
         raise CheckpointError(f"{files.root} already holds a run (last.pt); continue it with --resume, "

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..artifacts import INPUT_NAME, ArtifactError, artifact_kind, openvino_xml
+from ..cpu import cpu_features
 from .base import Backend, BackendUnavailable
 
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
@@ -49,12 +50,17 @@ def openvino_core():
 
 
 def cpu_capabilities() -> set[str]:
-    """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino."""
+    """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino.
+
+    'BF16' counts only where `rtstyle.cpu`'s probe finds native bf16: OpenVINO reads CPUID itself and so
+    ignores the probe's overrides (and lists BF16 under ONEDNN_MAX_CPU_ISA=AVX2, where no bf16 kernel runs).
+    """
     try:
         core = openvino_core()
     except BackendUnavailable:
         return set()
-    return set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return capabilities if cpu_features().bf16 else capabilities - {"BF16"}
 
 
 def resolve_precision(precision: str, capabilities: set[str]) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cpu import cpu_features
 from ..quantize import MIN_PSNR
 
 # The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
@@ -88,7 +89,7 @@ def probe() -> Environment:
         onnxruntime_cuda=ort_cuda,
         openvino_bf16=ov_bf16,
         openvino_int8=ov_int8,
-        torch_bf16=bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        torch_bf16=cpu_features().bf16 is not None,
         torch_precisions=torch_backend_precisions(),
     )
 
@@ -159,10 +160,11 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
     if "openvino" in env.installed and precision == "int8" and (kind == "openvino" or env.openvino_int8):
         return Choice("openvino", "cpu", "int8", "int8 asked for")
     if kind == "weights" and "openvino" in env.installed and env.openvino_int8 and precision == "auto":
+        rest = "bf16" if env.openvino_bf16 else "f32 (no native bf16 on this CPU)"
         return Choice("openvino", "cpu", "int8", "CPU: OpenVINO int8 (NNCF quantisation of the convolutions, checked "
                                                  f">= {MIN_PSNR:g} dB PSNR vs fp32 on real frames or it falls back "
-                                                 "to bf16; built in the background once an input size makes a "
-                                                 "stream, as in a video, and cached; bf16 until then); " + measured)
+                                                 f"to {rest}; built in the background once an input size makes a "
+                                                 "stream, as in a video, and cached; that until then); " + measured)
     if precision == "int8":
         raise BackendUnavailable("--precision int8 needs OpenVINO with nncf on a CPU with int8 support: "
                                  "`pip install -e '.[openvino]'`")

@@ -1,7 +1,7 @@
 """PyTorch inference backend: the generator eager or `torch.compile`d, channels_last, with autocast.
 
 Precision policy (issue 4): `auto` picks fp16 autocast on CUDA (tensor cores), bf16 autocast on CPUs that
-multiply bf16 natively (AMX `amx_bf16` or AVX-512 `avx512_bf16`, read from /proc/cpuinfo), fp32 elsewhere.
+multiply bf16 natively (AMX `amx_bf16` or AVX-512 `avx512_bf16`, from `rtstyle.cpu`'s probe), fp32 elsewhere.
 An explicit `--precision` is honoured even where it is slow (and said so); one the device cannot run at all
 is refused. The reason for the choice is kept in `precision_reason` and shown by `describe()`, so nothing
 is downgraded silently. On CUDA convolutions run in channels_last (NHWC), the layout cuDNN's tensor-core
@@ -11,42 +11,27 @@ kernels prefer; on CPU they stay contiguous, which measured faster here (channel
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-
 import torch
 
+from ..cpu import BF16_FLAGS, cpu_features
 from ..models import ResnetGenerator
 from ..weights import ModelInfo
 from .base import Backend, BackendUnavailable
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # AMX tiles first: the faster of the two where both exist
-
-
-def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
-    """The instruction-set flags the kernel reports for the first CPU; empty where /proc is absent."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags") and ":" in line:
-            return set(line.split(":", 1)[1].split())
-    return set()
 
 
 def choose_precision(requested: str, device: torch.device, flags: set[str] | None = None,
                      cuda_bf16: bool | None = None) -> tuple[str, str]:
     """(precision, why) for `requested` ('auto', 'fp32', 'bf16', 'fp16') on `device`.
 
-    `flags` (CPU flags) and `cuda_bf16` are looked up when not given; tests pass them to cover other machines.
+    `flags` (CPU flags) and `cuda_bf16` are probed when not given; tests pass them to cover other machines.
     """
     if requested not in ("auto", *DTYPES):
         raise ValueError(f"unknown precision {requested!r}; choose auto, fp32, bf16 or fp16")
     kind = device.type
     if kind == "cpu":
-        flags = cpu_flags() if flags is None else flags
-        native = next((f for f in BF16_CPU_FLAGS if f in flags), None)
+        native = cpu_features().bf16 if flags is None else next((f for f in BF16_FLAGS if f in flags), None)
         if requested == "auto":
             if native:
                 return "bf16", f"auto: this CPU has {native}, bf16 autocast runs natively"
