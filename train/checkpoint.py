@@ -127,7 +127,7 @@ def load_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict:
     if payload.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, newer than this rtstyle "
                               f"understands ({VERSION}); upgrade rtstyle")
-    saved = payload.get("config", {})
+    saved = TrainConfig.complete(payload.get("config", {}))  # a checkpoint from before newer options
     current = config.to_dict()
     differ = sorted(k for k in current if k not in RESUMABLE and saved.get(k) != current[k])
     if differ:

@@ -189,14 +189,15 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     seed_everything(config.seed)
     trainer = CycleGANTrainer(config, dist.device, distributed=dist.active, pool_seed=f"{config.seed}-{dist.rank}")
     seed_everything(config.seed + 7919 * dist.rank)  # dropout masks differ between processes
-    position = restore(payload, trainer, dist.rank, files.last) if payload else Position()
+    start = Position(epoch=config.epoch_count - 1)  # reference --epoch_count: epochs before it count as done
+    position = restore(payload, trainer, dist.rank, files.last) if payload else start
     log = LossLog(files.losses)
     if dist.rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
         config.save_json(files.config)
         log.start(position.step if resume else None)
     spe = steps_per_epoch(len(dataset), config.batch_size, dist.world)
-    total = config.total_epochs * spe
+    total = (config.total_epochs - config.epoch_count + 1) * spe  # --epoch-count starts the run later
     if config.max_steps:
         total = min(total, config.max_steps)
     console.print(f"run {files.root}: {len(dataset)} pairs/epoch, {spe} steps/epoch, batch "
