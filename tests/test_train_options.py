@@ -386,7 +386,7 @@ def test_reference_defaults_and_choices():
         "lsgan", "linear", 50, "normal", 0.02, "instance")
     assert (cfg.direction, cfg.netd, cfg.n_layers_d, cfg.dropout, cfg.serial_batches, cfg.preprocess) == (
         "AtoB", "basic", 3, False, False, "resize_and_crop")
-    assert cfg.epoch_count == 1
+    assert (cfg.epoch_count, cfg.init_from_a, cfg.init_from_b, cfg.continue_from) == (1, None, None, None)
     for field, value, listed in (("gan_mode", "hinge", "lsgan, vanilla, wgangp"),
                                  ("lr_policy", "exp", "linear, step, plateau, cosine"),
                                  ("init_type", "uniform", "normal, xavier, kaiming, orthogonal"),
@@ -401,12 +401,12 @@ def test_reference_defaults_and_choices():
     args = parser.parse_args(["--gan-mode", "vanilla", "--lr-policy", "step", "--lr-decay-iters", "7", "--init-type",
                               "xavier", "--norm", "none", "--direction", "BtoA", "--netd", "n_layers",
                               "--n-layers-d", "4", "--dropout", "--serial-batches", "--preprocess", "crop",
-                              "--epoch-count", "3", "--lambda-gp", "5"])
+                              "--init-from-a", "horse2zebra", "--epoch-count", "3", "--lambda-gp", "5"])
     assert (args.gan_mode, args.lr_policy, args.lr_decay_iters, args.init_type, args.norm, args.direction) == (
         "vanilla", "step", 7, "xavier", "none", "BtoA")
     assert (args.netd, args.n_layers_d, args.dropout, args.serial_batches, args.preprocess) == (
         "n_layers", 4, True, True, "crop")
-    assert (args.epoch_count, args.lambda_gp) == (3, 5.0)
+    assert (args.init_from_a, args.epoch_count, args.lambda_gp) == ("horse2zebra", 3, 5.0)
     assert parser.parse_args(["--no-dropout"]).dropout is False
 
 
@@ -427,6 +427,8 @@ def test_refused_combinations():
         TrainConfig(n_layers_d=4)
     with pytest.raises(ValueError, match="cosine anneals over --epochs"):
         TrainConfig(lr_policy="cosine", epochs=0, epochs_decay=5)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        TrainConfig(continue_from="checkpoints/x", init_from_a="horse2zebra")
     with pytest.raises(ValueError, match="--epoch-count 12 is past the schedule's last epoch"):
         TrainConfig(epochs=5, epochs_decay=6, epoch_count=12)
     with pytest.raises(ValueError, match="--lr-decay-iters must be >= 1"):
@@ -436,7 +438,7 @@ def test_refused_combinations():
 def test_configs_saved_before_these_options_keep_their_behaviour():
     old = {k: v for k, v in TrainConfig(**TINY).to_dict().items()
            if k not in ("gan_mode", "lambda_gp", "lr_policy", "lr_decay_iters", "init_type", "direction", "netd",
-                        "epoch_count")}
+                        "init_from_a", "init_from_b", "continue_from", "epoch_count")}
     assert TrainConfig.from_dict(old) == TrainConfig(**TINY)
     deeper = TrainConfig.from_dict({**old, "n_layers_d": 4})  # a run made with --n-layers-d 4 before --netd
     assert (deeper.netd, deeper.n_layers_d) == ("n_layers", 4)

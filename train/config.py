@@ -59,9 +59,12 @@ class TrainConfig:
     batch_size: int = _f(1, "images per step and per process")
     num_workers: int = _f(2, "data loading processes (0: load in the training process)")
     # Networks (reference: --ngf --ndf --netG resnet_9blocks --netD --n_layers_D --norm --init_type --init_gain)
-    ngf: int = _f(64, "generator filters in the first conv layer")
-    n_blocks: int = _f(9, "generator residual blocks (reference: 9 at 256 px, 6 at 128 px)")
-    ndf: int = _f(64, "discriminator filters in the first conv layer")
+    ngf: int = _f(64, "generator filters in the first conv layer (with --init-from-*/--continue-from left at "
+                      "64: the model's)")
+    n_blocks: int = _f(9, "generator residual blocks (reference: 9 at 256 px, 6 at 128 px; with "
+                          "--init-from-*/--continue-from left at 9: the model's)")
+    ndf: int = _f(64, "discriminator filters in the first conv layer (with --continue-from left at 64: the "
+                      "checkpoint's)")
     netd: str = _f("basic", "discriminator: basic = the 70x70 PatchGAN, n_layers = PatchGAN with --n-layers-d, "
                             "pixel = 1x1 PixelGAN (reference --netD)", choices=DISCRIMINATORS)
     n_layers_d: int = _f(3, "PatchGAN stride-2 layers with --netd n_layers (basic is 3)")
@@ -70,9 +73,17 @@ class TrainConfig:
     init_type: str = _f("normal", "weight init: normal N(0, gain), xavier or orthogonal with gain, kaiming "
                                   "(fan_in, ignores gain)", choices=INIT_TYPES)
     init_gain: float = _f(0.02, "scale of the normal, xavier and orthogonal weight inits")
-    # Where the schedule starts (reference --epoch_count)
+    # Starting from pretrained networks (reference: --continue_train --epoch latest --epoch_count)
+    init_from_a: str | None = _f(None, "start G_A (A -> B) from this generator: anything --model accepts (a "
+                                       "reference .pth, .safetensors, a store name); discriminators start fresh",
+                                 metavar="MODEL")
+    init_from_b: str | None = _f(None, "start G_B (B -> A) from this generator, like --init-from-a",
+                                 metavar="MODEL")
+    continue_from: str | None = _f(None, "a reference checkpoint folder (checkpoints/NAME) whose "
+                                         "latest_net_{G_A,G_B,D_A,D_B}.pth start all four networks",
+                                   metavar="DIR")
     epoch_count: int = _f(1, "the epoch to start at, so the lr schedule continues a run (reference "
-                             "--epoch_count)")
+                             "--epoch_count: with --continue-from, the reference run's next epoch)")
     # Losses and optimisation
     gan_mode: str = _f("lsgan", "adversarial loss: lsgan (MSE), vanilla (BCE with logits), wgangp (critic "
                                 "scores plus the gradient penalty) (reference --gan_mode)", choices=GAN_MODES)
@@ -141,6 +152,9 @@ class TrainConfig:
         if self.lr_policy == "cosine" and self.epochs < 1:
             problems.append("--lr-policy cosine anneals over --epochs (the reference's T_max = n_epochs), "
                             "which must be >= 1")
+        if self.continue_from and (self.init_from_a or self.init_from_b):
+            problems.append("--continue-from loads all four networks; it cannot be combined with "
+                            "--init-from-a/--init-from-b")
         if self.epoch_count > self.epochs + self.epochs_decay:
             problems.append(f"--epoch-count {self.epoch_count} is past the schedule's last epoch "
                             f"({self.epochs + self.epochs_decay} = --epochs + --epochs-decay)")
