@@ -445,3 +445,18 @@ def test_configs_saved_before_these_options_keep_their_behaviour():
     model = CycleGANTrainer(deeper).disc_a.model
     assert len(model) == 15 and model[0].stride == (2, 2) and model[8].stride == (2, 2)  # four stride-2 convs
 
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU")
+@pytest.mark.parametrize("options", [dict(gan_mode="wgangp"), dict(gan_mode="vanilla"), dict(netd="pixel")])
+def test_cuda_step_matches_cpu(options):
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    losses = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        trainer = CycleGANTrainer(TrainConfig(**TINY, device=device, **options), device)
+        torch.manual_seed(5)  # the penalty's alphas come from the CPU generator on either device
+        losses[device] = trainer.train_step(a, b)
+    for key in LOSS_KEYS:
+        assert losses["cuda"][key] == pytest.approx(losses["cpu"][key], rel=1e-3, abs=1e-4), key
