@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-NORMS = ("instance", "batch")
+NORMS = ("instance", "batch", "none")
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class GeneratorConfig:
 
     ngf: int = 64  # filters in the first conv layer
     n_blocks: int = 9  # residual blocks at the bottleneck (reference: 9 for 256 px, 6 for 128 px)
-    norm: str = "instance"  # "instance" (CycleGAN) or "batch"
+    norm: str = "instance"  # "instance" (CycleGAN), "batch" or "none"
     dropout: bool = False  # dropout(0.5) inside each residual block (reference: --no_dropout off)
     input_nc: int = 3
     output_nc: int = 3
@@ -51,6 +51,8 @@ def norm_layer(kind: str, channels: int) -> nn.Module:
     # it normalises with the statistics of each image, at training and at test time alike.
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if kind == "none":  # reference: Identity(), so the layer indices (and state-dict keys) stay the same
+        return nn.Identity()
     return nn.BatchNorm2d(channels, affine=True, track_running_stats=True)
 
 

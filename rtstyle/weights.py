@@ -156,7 +156,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
             conv_indices.add(int(m.group(2)))
     # conv_block layout: pad, conv(1), norm, relu, [dropout], pad, conv(5, or 6 with dropout), norm
     dropout = 6 in conv_indices
-    norm = "instance" if "model.1.bias" in state else "batch"
+    # Only instance norm gives the convs a bias (reference use_bias); batch norm has affine weights, none nothing.
+    norm = "instance" if "model.1.bias" in state else "batch" if "model.2.weight" in state else "none"
     return GeneratorConfig(
         ngf=int(first.shape[0]),
         n_blocks=len(blocks),

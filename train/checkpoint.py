@@ -6,7 +6,8 @@ Python RNG states, plus the epoch, the batches done in it and the step count. It
 file, fsync, rename; `rtstyle.weights.atomic_write`), so a `kill -9` at any moment leaves the previous
 checkpoint intact, and read with `torch.load(weights_only=True)`: tensors and plain containers only.
 `G_A.safetensors` (A -> B) and `G_B.safetensors` (B -> A) are the generators in the native weights format,
-with their direction, which `--model` accepts directly.
+with their direction (and, for a fine-tuned or continued run, the model each started from under "init_from"),
+which `--model` accepts directly.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from rtstyle.weights import ModelInfo, atomic_write, save_generator
 
 from .config import RESUMABLE, TrainConfig
+from .finetune import generator_origins
 from .trainer import CycleGANTrainer
 
 FORMAT = "rtstyle-train-checkpoint"
@@ -127,7 +129,7 @@ def load_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict:
     if payload.get("version", 0) > VERSION:
         raise CheckpointError(f"{path} has checkpoint version {payload['version']}, newer than this rtstyle "
                               f"understands ({VERSION}); upgrade rtstyle")
-    saved = payload.get("config", {})
+    saved = TrainConfig.complete(payload.get("config", {}))  # a checkpoint from before newer options
     current = config.to_dict()
     differ = sorted(k for k in current if k not in RESUMABLE and saved.get(k) != current[k])
     if differ:
@@ -160,8 +162,10 @@ def export_generators(files: RunFiles, config: TrainConfig, trainer: CycleGANTra
     """G_A.safetensors (A -> B) and G_B.safetensors (B -> A) in the native format, each written atomically."""
     name_a, name_b = config.domain_names()
     extra = {"trained_by": "rtstyle train", "run": config.name, "step": position.step, "epoch": position.epoch}
+    origins = generator_origins(config)
     for which, gen, direction in (("A", trainer.gen_ab, f"{name_a}->{name_b}"),
                                   ("B", trainer.gen_ba, f"{name_b}->{name_a}")):
+        origin = {"init_from": origins[which]} if origins[which] else {}
         info = ModelInfo(config=gen.config, direction=direction, train_size=config.crop_size,
-                         name=f"{config.name}_G_{which}", extra=extra)
+                         name=f"{config.name}_G_{which}", extra={**extra, **origin})
         save_generator(gen, files.generator(which), info)

@@ -14,6 +14,9 @@ handled), where the reference uses PIL's `convert('RGB')`.
 Randomness is a pure function of (seed, epoch, index): every item draws its B partner, crops and flips from
 its own generator and each epoch's order from its own permutation, so the stream is the same with any number
 of loader workers, and a resumed run restarts mid-epoch by skipping the batches already done.
+
+With `--direction BtoA` each pair is returned swapped, trainB's image as real_a, after the same draws (the
+reference swaps in `CycleGANModel.set_input`).
 """
 
 from __future__ import annotations
@@ -160,10 +163,15 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class UnalignedDataset(torch.utils.data.Dataset):
-    """Map-style dataset keyed by (epoch, index) -> (real_a (3, H, W), real_b (3, H, W))."""
+    """Map-style dataset keyed by (epoch, index) -> (real_a (3, H, W), real_b (3, H, W)).
+
+    `paths_a`, `paths_b` are the files of trainA and trainB; real_a and real_b are the run's domains A and B,
+    i.e. the same with --direction AtoB and swapped with BtoA.
+    """
 
     def __init__(self, paths_a: list[Path], paths_b: list[Path], config: TrainConfig) -> None:
         self.paths_a, self.paths_b, self.config = list(paths_a), list(paths_b), config
+        self.swap = config.direction == "BtoA"
 
     def __len__(self) -> int:
         return max(len(self.paths_a), len(self.paths_b))
@@ -176,16 +184,16 @@ class UnalignedDataset(torch.utils.data.Dataset):
             index_b = index % len(self.paths_b)
         else:  # reference: random.randint(0, B_size - 1), drawn before the transforms
             index_b = int(torch.randint(0, len(self.paths_b), (1,), generator=gen))
-        real_a = transform(read_image(path_a), self.config, gen)
-        real_b = transform(read_image(self.paths_b[index_b]), self.config, gen)
-        return real_a, real_b
+        image_a = transform(read_image(path_a), self.config, gen)  # trainA's, drawn first as in the reference
+        image_b = transform(read_image(self.paths_b[index_b]), self.config, gen)
+        return (image_b, image_a) if self.swap else (image_a, image_b)
 
     def fixed_pair(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The i-th pair shown in sample grids: image i of A and of B, fixed crop, no flip."""
         gen = torch.Generator().manual_seed(item_seed(self.config.seed, SAMPLE_EPOCH, i))
         a = transform(read_image(self.paths_a[i % len(self.paths_a)]), self.config, gen, flip=False)
         b = transform(read_image(self.paths_b[i % len(self.paths_b)]), self.config, gen, flip=False)
-        return a, b
+        return (b, a) if self.swap else (a, b)
 
 
 class EpochSampler(torch.utils.data.Sampler):

@@ -6,6 +6,8 @@ resumes), at `--max-minutes` (of this invocation), or on SIGINT/SIGTERM; every s
 the generators first. Under torchrun (WORLD_SIZE > 1) each process trains on its own shard of every epoch
 and the gradients are averaged (DistributedDataParallel: gloo on CPU, nccl on GPU); the processes agree on
 when to stop each step, and only rank 0 writes files, after gathering every rank's pools and RNG states.
+A new run may start from trained networks (`--init-from-a/-b`, `--continue-from`: `finetune.py`), read and
+checked before any image is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .checkpoint import (CheckpointError, Position, RunFiles, capture_rng, expor
                          restore, save_checkpoint)
 from .config import TrainConfig
 from .data import EpochSampler, UnalignedDataset, load_domains, make_loader, steps_per_epoch
+from .finetune import apply_initial_weights, load_initial_weights, starts_from_weights
 from .records import Display, LossLog, format_losses, write_samples
 from .trainer import LOSS_KEYS, CycleGANTrainer, resolve_precision
 
@@ -189,18 +192,26 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     if not resume and files.last.exists():
         raise CheckpointError(f"{files.root} already holds a run (last.pt); continue it with --resume, "
                               "or choose another --name")
+    initial = load_initial_weights(config) if starts_from_weights(config) and not resume else None
+    if initial:
+        config = initial.config  # with the architecture read from the files
+        for line in initial.describe():
+            console.print(line)
     dataset = _load_data(config, dist, console)
     seed_everything(config.seed)
     trainer = CycleGANTrainer(config, dist.device, distributed=dist.active, pool_seed=f"{config.seed}-{dist.rank}")
     seed_everything(config.seed + 7919 * dist.rank)  # dropout masks differ between processes
-    position = restore(payload, trainer, dist.rank, files.last) if payload else Position()
+    if initial:
+        apply_initial_weights(trainer, initial)
+    start = Position(epoch=config.epoch_count - 1)  # reference --epoch_count: epochs before it count as done
+    position = restore(payload, trainer, dist.rank, files.last) if payload else start
     log = LossLog(files.losses)
     if dist.rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
         config.save_json(files.config)
         log.start(position.step if resume else None)
     spe = steps_per_epoch(len(dataset), config.batch_size, dist.world)
-    total = config.total_epochs * spe
+    total = (config.total_epochs - config.epoch_count + 1) * spe  # --epoch-count starts the run later
     if config.max_steps:
         total = min(total, config.max_steps)
     console.print(f"run {files.root}: {len(dataset)} pairs/epoch, {spe} steps/epoch, batch "

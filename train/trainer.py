@@ -11,6 +11,10 @@ written top to bottom with names that state direction. Names here versus the ref
 
 (the reference names each discriminator after the generator it opposes, and the identity loss after the
 generator measured; here both are named after the domain: idt_a is |gen_ba(a) - a|, kept in domain A).
+
+The adversarial loss is the reference's `networks.GANLoss(gan_mode)`, one function per mode in `GAN_LOSSES`;
+with 'wgangp' each discriminator loss also gets `gradient_penalty`, the reference's `cal_gradient_penalty`
+(which the reference defines but its CycleGAN never calls; `--lambda-gp 0` gives that exact behaviour).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ from rtstyle.cpu import cpu_features
 from .config import TrainConfig
 from .networks import build_discriminator, build_generator
 from .pool import ImagePool
+from .schedule import lr_factor, scheduled_lr
+
+__all__ = ["AUTOCAST_DTYPES", "GAN_LOSSES", "LOSS_KEYS", "CycleGANTrainer", "gradient_penalty", "lr_factor",
+           "resolve_precision"]
 
 LOSS_KEYS = ("gan_ab", "gan_ba", "cycle_a", "cycle_b", "idt_a", "idt_b", "disc_a", "disc_b")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -63,17 +71,42 @@ def resolve_precision(requested: str, device: torch.device, cpu_bf16: str | None
     return requested, "asked for"
 
 
-def lr_factor(epoch: int, epochs: int, epochs_decay: int, epoch_count: int = 1) -> float:
-    """The reference's 'linear' policy (networks.get_scheduler): the lr multiplier after `epoch` scheduler
-    steps, i.e. during the (epoch + 1)-th epoch; 1 for the first `epochs` epochs, then down by
-    1 / (epochs_decay + 1) per epoch."""
-    return 1.0 - max(0, epoch + epoch_count - epochs) / float(epochs_decay + 1)
-
-
 def lsgan_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
     """The reference's GANLoss('lsgan'): MSE against a 1 (real) or 0 (fake) target shaped like the patch map."""
     target = torch.ones_like(prediction) if real else torch.zeros_like(prediction)
     return F.mse_loss(prediction, target)
+
+
+def vanilla_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
+    """The reference's GANLoss('vanilla'): BCEWithLogitsLoss (the discriminator has no sigmoid) to 1 or 0."""
+    target = torch.ones_like(prediction) if real else torch.zeros_like(prediction)
+    return F.binary_cross_entropy_with_logits(prediction, target)
+
+
+def wgan_loss(prediction: torch.Tensor, real: bool) -> torch.Tensor:
+    """The reference's GANLoss('wgangp'): -mean score for 'real' targets, +mean for 'fake' (Arjovsky et al.)."""
+    return -prediction.mean() if real else prediction.mean()
+
+
+GAN_LOSSES = {"lsgan": lsgan_loss, "vanilla": vanilla_loss, "wgangp": wgan_loss}
+
+
+def gradient_penalty(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, lambda_gp: float,
+                     scaler: torch.amp.GradScaler, constant: float = 1.0) -> torch.Tensor:
+    """WGAN-GP's penalty (Gulrajani et al. 2017) as the reference's cal_gradient_penalty(type='mixed'):
+    lambda_gp * mean over the batch of (||d disc(x) / dx||_2 - constant)^2 at x = alpha * real + (1 - alpha)
+    * fake, one alpha ~ U(0, 1) per image, drawn (like there) from the global CPU generator.
+
+    The inner gradient is taken of the scaled scores and unscaled after (torch.amp's gradient-penalty
+    recipe), so fp16 gradients do not underflow; with the scaler disabled both are no-ops."""
+    b = real.shape[0]
+    alpha = torch.rand(b, 1).expand(b, real.nelement() // b).contiguous().view(*real.shape).to(real.device)
+    mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)  # (b, 3, h, w)
+    scores = scaler.scale(disc(mixed).float())  # scaled in fp32: an fp16 score times 2^16 would overflow
+    (grads,) = torch.autograd.grad(outputs=scores, inputs=mixed, grad_outputs=torch.ones_like(scores),
+                                   create_graph=True, retain_graph=True, only_inputs=True)
+    grads = grads.float().reshape(b, -1) / scaler.get_scale()  # reshape: a channels_last gradient has no view
+    return (((grads + 1e-16).norm(2, dim=1) - constant) ** 2).mean() * lambda_gp  # reference: "added eps"
 
 
 def pick_memory_format(choice: str, precision: str, device: torch.device) -> torch.memory_format:
@@ -104,10 +137,17 @@ class CycleGANTrainer:
         self.precision, self.precision_reason = resolve_precision(config.precision, self.device)
         config = dataclasses.replace(config, precision=self.precision)
         self.config = config
-        self.gen_ab = build_generator(config.generator, config.init_gain)
-        self.gen_ba = build_generator(config.generator, config.init_gain)
-        self.disc_a = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
-        self.disc_b = build_discriminator(config.ndf, config.n_layers_d, config.norm, config.init_gain)
+        if distributed and config.gan_mode == "wgangp" and config.lambda_gp > 0:
+            raise ValueError("--gan-mode wgangp's gradient penalty is a double backward, which "
+                             "DistributedDataParallel does not support: train it in one process (or --lambda-gp 0)")
+        self.gen_ab = build_generator(config.generator, config.init_gain, config.init_type)
+        self.gen_ba = build_generator(config.generator, config.init_gain, config.init_type)
+        d_args = dict(ndf=config.ndf, n_layers=config.n_layers_d, norm=config.norm, gain=config.init_gain,
+                      netd=config.netd, init_type=config.init_type)
+        self.disc_a = build_discriminator(**d_args)
+        self.disc_b = build_discriminator(**d_args)
+        self.gan_loss = GAN_LOSSES[config.gan_mode]
+        self.penalised = config.gan_mode == "wgangp" and config.lambda_gp > 0
         self.memory_format = pick_memory_format(config.memory_format, config.precision, self.device)
         for net in self.nets.values():
             net.to(self.device, memory_format=self.memory_format).train()
@@ -116,7 +156,7 @@ class CycleGANTrainer:
                                       lr=config.lr, betas=betas)
         self.opt_d = torch.optim.Adam(itertools.chain(self.disc_a.parameters(), self.disc_b.parameters()),
                                       lr=config.lr, betas=betas)
-        self.epochs_done = 0  # lr schedule position: the reference's LambdaLR last_epoch
+        self.epochs_done = config.epoch_count - 1  # lr schedule position: the reference scheduler's last_epoch
         self._apply_lr()
         self.pool_a = ImagePool(config.pool_size, seed=f"{pool_seed}-a")  # fakes of A for disc_a
         self.pool_b = ImagePool(config.pool_size, seed=f"{pool_seed}-b")  # fakes of B for disc_b
@@ -150,6 +190,7 @@ class CycleGANTrainer:
         cfg = self.config
         real_a, real_b = self._to_device(real_a), self._to_device(real_b)
         lambda_idt = cfg.lambda_identity
+        gan_loss = self.gan_loss
         # Forward both cycles (reference forward()).
         with self._autocast():
             fake_b = self._run_gen_ab(real_a)  # (b, 3, h, w) G_A(A)
@@ -167,8 +208,8 @@ class CycleGANTrainer:
                 idt_a = F.l1_loss(self._run_gen_ba(real_a), real_a) * cfg.lambda_a * lambda_idt
             else:
                 idt_a = idt_b = torch.zeros((), device=self.device)
-            gan_ab = lsgan_loss(self.disc_b(fake_b), True)
-            gan_ba = lsgan_loss(self.disc_a(fake_a), True)
+            gan_ab = gan_loss(self.disc_b(fake_b), True)
+            gan_ba = gan_loss(self.disc_a(fake_a), True)
             cycle_a = F.l1_loss(rec_a, real_a) * cfg.lambda_a
             cycle_b = F.l1_loss(rec_b, real_b) * cfg.lambda_b
             loss_g = gan_ab + gan_ba + cycle_a + cycle_b + idt_a + idt_b
@@ -180,13 +221,15 @@ class CycleGANTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         pooled_b = self.pool_b.query(fake_b.detach().float())
         with self._autocast():
-            disc_b = 0.5 * (lsgan_loss(self._run_disc_b(real_b), True)
-                            + lsgan_loss(self._run_disc_b(pooled_b), False))
+            disc_b = 0.5 * (gan_loss(self._run_disc_b(real_b), True) + gan_loss(self._run_disc_b(pooled_b), False))
+            if self.penalised:
+                disc_b = disc_b + gradient_penalty(self.disc_b, real_b, pooled_b, cfg.lambda_gp, self.scaler)
         self.scaler.scale(disc_b).backward()
         pooled_a = self.pool_a.query(fake_a.detach().float())
         with self._autocast():
-            disc_a = 0.5 * (lsgan_loss(self._run_disc_a(real_a), True)
-                            + lsgan_loss(self._run_disc_a(pooled_a), False))
+            disc_a = 0.5 * (gan_loss(self._run_disc_a(real_a), True) + gan_loss(self._run_disc_a(pooled_a), False))
+            if self.penalised:
+                disc_a = disc_a + gradient_penalty(self.disc_a, real_a, pooled_a, cfg.lambda_gp, self.scaler)
         self.scaler.scale(disc_a).backward()
         self.scaler.step(self.opt_d)
         self.scaler.update()
@@ -201,9 +244,10 @@ class CycleGANTrainer:
         self._apply_lr()
 
     def _apply_lr(self) -> None:
-        # The value LambdaLR computes (base_lr * lambda(last_epoch)), set directly so that it follows the
-        # config's schedule even when --epochs/--epochs-decay change on resume.
-        lr = self.config.lr * lr_factor(self.epochs_done, self.config.epochs, self.config.epochs_decay)
+        # The value the reference's scheduler computes (train/schedule.py), set directly so that it follows
+        # the config's schedule even when --epochs/--epochs-decay change on resume.
+        cfg = self.config
+        lr = scheduled_lr(cfg.lr_policy, cfg.lr, self.epochs_done, cfg.epochs, cfg.epochs_decay, cfg.lr_decay_iters)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
