@@ -173,7 +173,7 @@ def test_step_with_identity_off_and_mixed_precision():
     losses = CycleGANTrainer(TrainConfig(**TINY, lambda_identity=0)).train_step(a, b)
     assert losses["idt_a"] == 0 and losses["idt_b"] == 0
     for precision in ("bf16", "fp16"):
-        trainer = CycleGANTrainer(TrainConfig(**TINY, precision=precision, memory_format="channels_last"))
+        trainer = CycleGANTrainer(TrainConfig(**{**TINY, "precision": precision}, memory_format="channels_last"))
         losses = trainer.train_step(a, b)
         assert all(np.isfinite(v) for v in losses.values()), precision
         assert trainer.scaler.is_enabled() == (precision == "fp16")
@@ -498,5 +498,6 @@ def test_cuda_step_matches_cpu_and_mixed_precision_runs():
     for key in LOSS_KEYS:
         assert losses["cuda"][key] == pytest.approx(losses["cpu"][key], rel=1e-3, abs=1e-4), key
     for precision in ("bf16", "fp16"):
-        trainer = CycleGANTrainer(TrainConfig(**TINY, precision=precision, memory_format="channels_last"), "cuda")
+        config = TrainConfig(**{**TINY, "precision": precision}, memory_format="channels_last")
+        trainer = CycleGANTrainer(config, "cuda")
         assert all(np.isfinite(v) for v in trainer.train_step(a, b).values()), precision

@@ -210,7 +210,7 @@ def test_gan_losses_and_wgangp_under_mixed_precision():
             torch.testing.assert_close(GAN_LOSSES[mode](x, real), ref(x, real))
     a, b = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     for precision in ("bf16", "fp16"):
-        trainer = CycleGANTrainer(TrainConfig(**TINY, gan_mode="wgangp", precision=precision,
+        trainer = CycleGANTrainer(TrainConfig(**{**TINY, "precision": precision}, gan_mode="wgangp",
                                               memory_format="channels_last"))
         # fp16: the scaler starts at 2^16 and halves on every overflowing step (skipped), as torch.amp does
         losses = [trainer.train_step(a, b) for _ in range(12 if precision == "fp16" else 1)][-1]
