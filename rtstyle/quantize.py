@@ -35,7 +35,6 @@ import torch
 
 from .artifacts import ArtifactMeta, library_versions, sha256_file
 from .calibration import CALIBRATION_COUNT, calibration_frames, heldout_frames
-from .cpu import cpu_features
 from .models import ResnetGenerator
 from .rewrites import EXACT_TOLERANCE, rewrite_error, subpixel_generator
 from .transforms import frames_to_tensor, tensor_to_frames
@@ -92,20 +91,23 @@ def run_hint() -> str:
 
 
 def overflow_fix() -> str:
-    """NNCF's overflow fix for this CPU: 'first_layer_only' (NNCF's default) with VNNI, 'enable' without it.
+    """NNCF's overflow fix used here: its default, 'first_layer_only', on every CPU (measured, issue 10).
 
     Without VNNI (AVX2-only CPUs such as AMD Zen 3) oneDNN multiplies u8 activations by s8 weights with
-    `vpmaddubsw`, which adds each pair of products into a saturating 16-bit sum: 2 x 255 x 127 overflows it.
-    NNCF's fix quantises weights to half the range (7 bits, 2 x 255 x 63 fits). VNNI accumulates in 32 bits
-    and needs it only where NNCF applies it by default (the first convolution).
+    `vpmaddubsw`, which adds each pair of products into a saturating 16-bit sum (2 x 255 x 127 overflows
+    it); 'enable' quantises every convolution's weights to 7 bits so it cannot. On the AVX2 int8 kernels
+    (`jit_avx2_I8`, under ONEDNN_MAX_CPU_ISA=AVX2) a trained full generator at 256x256 scored 37.98 dB
+    worst-frame PSNR vs fp32 with the default and 37.47 dB with 'enable' (41.21 vs 40.78 dB keeping the end
+    convolutions; `benchmarks/int8_overflow.py`): saturation costs this generator nothing measurable and the
+    lost weight bit costs 0.5 dB, so the default stays. The per-build PSNR check still guards each model.
     """
-    return "first_layer_only" if cpu_features().vnni else "enable"
+    return "first_layer_only"
 
 
 def quantize_convolutions(model, calibration: list[np.ndarray], keep_ends: bool, overflow: str | None = None):
     """NNCF PTQ of an OpenVINO model's convolutions (not MVN inputs, not residual Adds); returns a new model.
 
-    `overflow`: NNCF's OverflowFix ('disable', 'first_layer_only', 'enable'); this CPU's `overflow_fix()` if None.
+    `overflow`: NNCF's OverflowFix ('disable', 'first_layer_only', 'enable'); `overflow_fix()` if None.
     """
     import contextlib
     import logging
@@ -146,7 +148,7 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
                         log: Log | None = None) -> Int8Build:
     """Quantise `generator` for (h, w) inputs and check it; see the module docstring for the rules.
 
-    `overflow`: NNCF's overflow fix, this CPU's `overflow_fix()` when None.
+    `overflow`: NNCF's overflow fix, `overflow_fix()` when None (`benchmarks/int8_overflow.py` compares them).
     """
     from .convert import generator_to_openvino, onnx_metadata
 
@@ -214,8 +216,8 @@ def int8_cache_path(weights_path: Path, digest: str, hw: tuple[int, int], target
                     calibration_count: int) -> Path:
     from .store import cache_dir
 
-    # The CPU class is part of the key: the overflow fix (VNNI or not) and the rest's precision differ by it.
-    tag = f"r{RECIPE_VERSION}-t{target_psnr:g}-m{min_psnr:g}-c{calibration_count}-{overflow_fix()}-{run_hint()}"
+    # The CPU class is part of the key: the precision of what is not quantised (bf16 or f32) differs by it.
+    tag = f"r{RECIPE_VERSION}-t{target_psnr:g}-m{min_psnr:g}-c{calibration_count}-{run_hint()}"
     return cache_dir() / "openvino-int8" / f"{weights_path.stem}-{digest[:16]}-{hw[0]}x{hw[1]}-{tag}.xml"
 
 

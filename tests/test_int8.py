@@ -120,6 +120,7 @@ def test_int8_export_is_quantised_close_to_fp32_and_self_describing(int8_export,
     record = meta.extra["int8"]
     assert record["recipe"] in ("convs", "convs-keep-ends") and record["psnr_min_db"] >= 30
     assert "webcam_f45.jpg" in record["heldout"] and record["calibration_frames"] == 20
+    assert record["overflow_fix"] == "first_layer_only" and record["rest_precision"] == run_hint()
     assert int8_export.psnr_db == record["psnr_min_db"]
     runner = create_backend(str(int8_export.path), BackendOptions(backend="openvino"), log=None)
     assert runner.precision == "int8" and runner.info == info and "int8" in runner.describe()
