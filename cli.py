@@ -51,7 +51,7 @@ def add_translate(sub) -> None:
 
 
 def run_translate(args) -> int:
-    from rtstyle.paths import IMAGE_SUFFIXES, expand_inputs
+    from rtstyle.io.inputs import IMAGE_SUFFIXES, expand_inputs
     from rtstyle.transforms import parse_size
     from rtstyle.translate import translate_images
 
@@ -324,7 +324,7 @@ def run_video(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rtstyle.video import ConversionInterrupted, convert_videos, output_paths
-    from rtstyle.paths import VIDEO_SUFFIXES, expand_inputs
+    from rtstyle.io.inputs import VIDEO_SUFFIXES, expand_inputs
     from rtstyle.pipeline import FrameTranslator
     from rtstyle.transforms import parse_size
 
@@ -399,10 +399,10 @@ def add_webcam(sub) -> None:
 
 def run_webcam(args) -> int:
     from rtstyle.config import dataclass_from_args
-    from rtstyle.display import check_display
+    from rtstyle.io.display import check_display
     from rtstyle.live import LiveOptions, run_live
     from rtstyle.pipeline import FrameTranslator
-    from rtstyle.sources import open_source
+    from rtstyle.io.sources import open_source
     from rtstyle.transforms import parse_size
 
     options = dataclass_from_args(LiveOptions, args, size=parse_size(args.size))
@@ -448,10 +448,10 @@ def add_demo(sub) -> None:
 
 def run_demo(args) -> int:
     from rtstyle.demo import run_demo as demo
-    from rtstyle.display import DisplayUnavailable, check_display
+    from rtstyle.io.display import DisplayUnavailable, check_display
     from rtstyle.live import LiveOptions, run_live
     from rtstyle.pipeline import FrameTranslator
-    from rtstyle.sources import open_source
+    from rtstyle.io.sources import open_source
     from rtstyle.transforms import parse_size
 
     size = parse_size(args.size)
@@ -517,7 +517,7 @@ def run_benchmark(args) -> int:
     from rich.table import Table
 
     from rtstyle.benchmark import BASELINE, Variant, as_dicts, available_variants, machine_info, measure, parse_size
-    from rtstyle.weights import atomic_write
+    from rtstyle.io.files import atomic_write
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -612,12 +612,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from rtstyle.backends import BackendUnavailable
-    from rtstyle.display import DisplayUnavailable
+    from rtstyle.io.display import DisplayUnavailable
     from rtstyle.download import DownloadError
-    from rtstyle.paths import InputError
-    from rtstyle.sources import SourceError
+    from rtstyle.io.inputs import InputError
+    from rtstyle.io.sources import SourceError
     from rtstyle.store import ModelNotFound
-    from rtstyle.video_io import OutputExistsError
+    from rtstyle.io.video import OutputExistsError
     from rtstyle.weights import WeightsError
 
     args = build_parser().parse_args(argv)

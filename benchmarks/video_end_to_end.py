@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rtstyle.backends import BackendOptions, create_backend  # noqa: E402
+from rtstyle.io.video import VideoReader  # noqa: E402
 from rtstyle.models import GeneratorConfig, ResnetGenerator  # noqa: E402
 from rtstyle.transforms import parse_size, preprocess  # noqa: E402
-from rtstyle.video_io import VideoReader  # noqa: E402
 from rtstyle.weights import ModelInfo, save_generator  # noqa: E402
 
 

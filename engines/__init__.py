@@ -3,9 +3,9 @@
 `EXPORTERS[format](generator, info, source, target, options, log) -> ExportResult` writes one artifact and
 checks it against the eager fp32 generator through the artifact's own runtime (`engines.verify`);
 `export_model` resolves `--model`, picks the output path (next to the weights, in the store for store
-models, or `--out`) and refuses to overwrite without `overwrite=True`. The conversions themselves live in
-`rtstyle.convert` and `rtstyle.backends.tensorrt_build`, because backends also run them on the fly
-(`rtstyle` never imports `engines`).
+models, or `--out`) and refuses to overwrite without `overwrite=True`. Making and reading each artifact
+lives in its module of `rtstyle.formats` (onnx, openvino, int8, tensorrt), because backends also make
+them on the fly (`rtstyle` never imports `engines`); each exporter here is the checks and the write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rtstyle.artifacts import artifact_kind
+from rtstyle.formats.metadata import artifact_kind
 from rtstyle.store import OPENVINO_DIR_SUFFIX, resolve_model
 from rtstyle.weights import load_model
 

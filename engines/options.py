@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rtstyle.artifacts import MULTIPLE
-from rtstyle.engine_file import DEFAULT_MAX_BATCH
-from rtstyle.quantize import MIN_PSNR, TARGET_PSNR
+from rtstyle.formats.int8.quantize import MIN_PSNR, TARGET_PSNR
+from rtstyle.formats.tensorrt import DEFAULT_MAX_BATCH
+from rtstyle.transforms import MULTIPLE
 
 from .verify import Comparison
 

@@ -5,7 +5,7 @@ ms per batch (with its 10th-90th percentile spread) and its ratio to eager fp32 
 same rounds*: every round times each variant in turn (rotating who goes first), so a slow spell on the
 machine hits all of them alike. Accuracy is each variant's output against eager fp32 on the same real
 frames: max abs error on the [-1, 1] scale, PSNR of the uint8 frames over all of them and for the worst
-one. By default those are the held-out frames of `rtstyle.calibration` (never the int8 calibration
+one. By default those are the held-out frames of `rtstyle.formats.int8.calibration` (never the int8 calibration
 frames); with a video, frames spread over it. Memory is what the variant added to the process at its
 peak while it was built and warmed up (Linux VmHWM, reset before each variant); on CUDA, torch's peak.
 With a video, each variant also converts the video's first frames end to end (`rtstyle.video`: decode,
@@ -30,9 +30,9 @@ import torch
 
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
-from .calibration import fit_frame, heldout_frames
 from .cpu import cpu_features
-from .quantize import psnr_db
+from .formats.int8.calibration import fit_frame, heldout_frames
+from .formats.int8.quantize import psnr_db
 from .transforms import frames_to_tensor, tensor_to_frames
 
 BASELINE = "torch:fp32"
@@ -159,7 +159,7 @@ def _outputs(backend: Backend, x: torch.Tensor, batch: int) -> torch.Tensor:
 
 def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
     """The first `frames` frames of `video` as a new file in `folder` (re-encoded; timing and rotation kept)."""
-    from .video_io import VideoReader, VideoWriter
+    from .io.video import VideoReader, VideoWriter
 
     target = Path(folder) / f"{Path(video).stem}-first{frames}.mp4"
     with VideoReader(video) as reader:
@@ -185,7 +185,7 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     from .pipeline import FrameTranslator
     from .transforms import preprocess
     from .video import convert_video
-    from .video_io import VideoReader
+    from .io.video import VideoReader
 
     with VideoReader(clip) as reader:
         frame, _ = next(iter(reader))
@@ -228,7 +228,7 @@ class PlainLoop:
 
 def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
     """The plain loop for `model` when it is weights (an exported artifact has no torch generator)."""
-    from .artifacts import artifact_kind
+    from .formats.metadata import artifact_kind
     from .store import resolve_model
     from .weights import load_model
 

@@ -16,11 +16,11 @@ from typing import Callable
 import numpy as np
 
 from .backends import Backend
-from .images import write_image
+from .io.images import write_image
+from .io.video import VideoReader
 from .pipeline import FrameTranslator
 from .store import ASSETS_DIR
 from .video import convert_video
-from .video_io import VideoReader
 
 DEMO_CLIP = ASSETS_DIR / "demo_clip.mp4"
 DEMO_MODEL = "demo"
@@ -63,7 +63,7 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
                         notes=list(result.notes))
     if show:
         from .live import LiveOptions, run_live
-        from .sources import open_source
+        from .io.sources import open_source
 
         log("playing the clip side by side (q or Esc closes the window)")
         run_live(open_source(str(DEMO_CLIP), realtime=True, log=log), translator,

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth")
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.artifacts)
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.formats.metadata)
 OPENVINO_DIR_SUFFIX = "_openvino"  # `export --format openvino` writes NAME_openvino/NAME.xml + .bin
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import Backend
-from .images import ImageReadError, read_image, write_image
+from .io.images import ImageReadError, read_image, write_image
 from .transforms import postprocess, preprocess
 
 

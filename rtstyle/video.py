@@ -20,8 +20,8 @@ from typing import Callable
 import av
 import numpy as np
 
+from .io.video import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
-from .video_io import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 
 
 @dataclass

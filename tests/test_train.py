@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from rtstyle.config import add_dataclass_args, dataclass_from_args
-from rtstyle.paths import InputError
+from rtstyle.io.inputs import InputError
 from rtstyle.weights import load_model
 from train.checkpoint import CheckpointError
 from train.config import TrainConfig

@@ -19,10 +19,10 @@ import cli
 from media_helpers import (MJPEGServer, make_clip, one_torch_thread, pattern, probe, read_frames,  # noqa: F401
                            read_index, tiny_model)
 from rtstyle.backends import Backend, BackendOptions, create_backend
-from rtstyle.images import read_image, write_image
+from rtstyle.io.images import read_image, write_image
+from rtstyle.io.sources import StreamSource, open_source
 from rtstyle.live import LiveOptions, run_live
 from rtstyle.pipeline import FrameTranslator
-from rtstyle.sources import StreamSource, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -202,7 +202,7 @@ class TrainConfig:
         return cls(**cls.complete(d))
 
     def save_json(self, path: Path) -> None:
-        from rtstyle.weights import atomic_write
+        from rtstyle.io.files import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

@@ -16,9 +16,10 @@ from typing import Callable
 
 import torch
 
-from ..artifacts import artifact_kind
+from ..errors import BackendUnavailable
+from ..formats.metadata import artifact_kind
 from ..store import resolve_model
-from .base import Backend, BackendUnavailable
+from .base import Backend
 from .select import Choice, choose_backend, probe
 
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
@@ -95,9 +96,11 @@ def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, as
 
         return OpenVinoBackend(path, precision=choice.precision, log=log)
     if choice.backend == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend, prepare_engine
+        from .tensorrt_backend import TensorRTBackend
+        from ..formats.tensorrt import prepare_engine
 
-        return TensorRTBackend(prepare_engine(path, precision=choice.precision, log=log), device=choice.device)
+        return TensorRTBackend(prepare_engine(path, precision=choice.precision, log=log, device=choice.device),
+                               device=choice.device)
     raise ValueError(f"unknown backend {choice.backend!r}")
 
 

@@ -14,9 +14,10 @@ import contextlib
 import torch
 
 from ..cpu import BF16_FLAGS, cpu_features
+from ..errors import BackendUnavailable
 from ..models import ResnetGenerator
 from ..weights import ModelInfo
-from .base import Backend, BackendUnavailable
+from .base import Backend
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 

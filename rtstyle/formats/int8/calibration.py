@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import read_image
-from .store import ASSETS_DIR
-from .transforms import frames_to_tensor, resize_frames
+from ...io.images import read_image
+from ...store import ASSETS_DIR
+from ...transforms import frames_to_tensor, resize_frames
 
 CLIP = ASSETS_DIR / "demo_clip.mp4"  # 120 frames, 640x360
 CALIBRATION_PHOTO = "webcam.jpg"
