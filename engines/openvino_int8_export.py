@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from rtstyle.errors import UserError
 from rtstyle.formats.int8.quantize import build_int8_openvino
 from rtstyle.formats.metadata import sha256_file
 from rtstyle.formats.openvino import openvino_core, read_openvino_meta, save_openvino
@@ -29,7 +30,7 @@ from .verify import Comparison
 def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path,
                          options: ExportOptions, log: Log) -> ExportResult:
     if options.dynamic:
-        raise ValueError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
+        raise UserError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
                          "shape); drop --dynamic and pass --size HxW, or let --backend auto build one per size")
     hw = options.shape(info.train_size)
     build = build_int8_openvino(generator, info, hw, sha256_file(source), target_psnr=options.target_psnr,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from rtstyle.errors import UserError
 from rtstyle.formats.int8.quantize import MIN_PSNR, TARGET_PSNR
 from rtstyle.formats.tensorrt import DEFAULT_MAX_BATCH
 from rtstyle.transforms import MULTIPLE
@@ -69,7 +70,7 @@ def parse_hw(text: str) -> tuple[int, int]:
     except ValueError:
         hw = None
     if hw is None or min(hw) < 4 * MULTIPLE:
-        raise ValueError(f"--size must be N or HxW with sides of at least {4 * MULTIPLE}, got {text!r}")
+        raise UserError(f"--size must be N or HxW with sides of at least {4 * MULTIPLE}, got {text!r}")
     if hw[0] % MULTIPLE or hw[1] % MULTIPLE:
-        raise ValueError(f"--size {text}: sides must be multiples of {MULTIPLE} (the generator downsamples twice)")
+        raise UserError(f"--size {text}: sides must be multiples of {MULTIPLE} (the generator downsamples twice)")
     return hw

@@ -9,9 +9,26 @@ bug, and the CLI lets it show its traceback. Library errors that already existed
 from __future__ import annotations
 
 
-class UserError(Exception):
-    """A problem in what was asked for, not in rtstyle; the message says what to do instead."""
+class UserError(ValueError):
+    """A problem in what was asked for, not in rtstyle; the message says what to do instead.
+
+    A ValueError, so code (and tests) written against the ValueErrors these messages used to be still work.
+    """
 
 
 class BackendUnavailable(UserError, RuntimeError):
     """The backend's library or device is missing; the message says what to install."""
+
+
+class MissingExtra(UserError, ModuleNotFoundError):
+    """An optional dependency is not installed; the message names the pip extra that brings it."""
+
+
+def require(module: str, extra: str):
+    """`import module`, or a MissingExtra saying `pip install -e '.[extra]'` (not a bare ModuleNotFoundError)."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise MissingExtra(f"{module} is needed for this ({e}); install it with `pip install -e '.[{extra}]'`") from None

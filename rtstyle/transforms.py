@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import UserError
 
 MULTIPLE = 4  # two stride-2 downsamplings: sizes must be multiples of 4 to come back unchanged
 
@@ -98,9 +99,9 @@ def parse_size(value: str | int | None) -> int | None:
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be 'native' or a positive integer, got {value!r}") from None
+        raise UserError(f"size must be 'native' or a positive integer, got {value!r}") from None
     if n < MULTIPLE:
-        raise ValueError(f"size must be at least {MULTIPLE}, got {n}")
+        raise UserError(f"size must be at least {MULTIPLE}, got {n}")
     return round_to_multiple(n)
 
 
@@ -121,6 +122,8 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     if frames.shape[1:3] == (height, width):
         return frames
     shrink = height * width < frames.shape[1] * frames.shape[2]
+    import cv2  # here, not at the top: the backends (and benchmarks/gpu_check.py) run without OpenCV
+
     interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import BackendUnavailable
+from ..errors import BackendUnavailable, UserError
 from ..formats.metadata import artifact_kind
 from ..store import resolve_model
 from .base import Backend
@@ -39,6 +39,8 @@ class BackendOptions:
         "choices": PRECISIONS})
     compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
                                                            "(slow first frame per size, faster after)"})
+    cudnn_benchmark: bool = field(default=False, metadata={"help": "torch backend on CUDA: let cuDNN time its "
+                                                                   "convolution algorithms per input size"})
 
 
 def _stderr(message: str) -> None:
@@ -51,9 +53,9 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     `log` receives the auto-selection reason and progress (on-the-fly export, engine builds); stderr by default.
     """
     if options.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise UserError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
     if options.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
     log = log or (lambda message: None)
     if options.compile and options.backend == "auto":
         log("--compile given: using the torch backend (torch.compile)")
@@ -64,19 +66,22 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     if options.backend == "auto":
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
     if options.compile and choice.backend != "torch":
-        raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
-    backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8")
+        raise UserError(f"--compile applies to the torch backend only, not {choice.backend}")
+    backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8",
+                           cudnn_benchmark=options.cudnn_benchmark)
     backend.choice = choice
     return backend
 
 
-def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, asked_int8: bool = False) -> Backend:
+def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, asked_int8: bool = False,
+                 cudnn_benchmark: bool = False) -> Backend:
     if choice.backend == "torch":
         from ..weights import load_model
         from .torch_backend import TorchBackend
 
         generator, info = load_model(path)
-        return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=compile)
+        return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=compile,
+                            cudnn_benchmark=cudnn_benchmark)
     if choice.backend == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend, onnx_source
 

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import torch
 
 from ..cpu import cpu_features
-from ..formats.int8.quantize import MIN_PSNR
 
 # The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
 EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
@@ -174,6 +173,7 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
 
 def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
     from ..errors import BackendUnavailable
+    from ..formats.int8.quantize import MIN_PSNR  # here: the int8 format pulls in the frame readers
 
     measured = "measured fastest CPU path here (see rtstyle/backends/select.py)"
     if precision == "int8" and kind not in ("weights", "openvino"):

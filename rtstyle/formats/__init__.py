@@ -31,10 +31,10 @@ class Format:
 
 
 def _read_onnx(path: Path) -> ArtifactMeta:
-    import onnx
-
+    from ..errors import require
     from .onnx import read_onnx_meta
 
+    onnx = require("onnx", "onnx")
     return read_onnx_meta(onnx.load(str(path), load_external_data=False), str(path))
 
 

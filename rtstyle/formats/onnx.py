@@ -15,6 +15,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import require
 from ..io.files import atomic_write
 from ..models import ResnetGenerator
 from ..transforms import MULTIPLE
@@ -39,7 +40,7 @@ def generator_to_onnx(generator: ResnetGenerator, meta: ArtifactMeta):
     each image's own statistics: the exporter emits InstanceNormalization nodes (checked by
     `engines.onnx_export.check_instance_norm`), not a BatchNormalization with running statistics.
     """
-    import onnx
+    onnx = require("onnx", "onnx")
 
     meta = replace(meta, opset=OPSET, versions={**library_versions("torch", "onnx", "onnxscript"), **meta.versions})
     generator = generator.eval().float().cpu()
