@@ -36,7 +36,7 @@ from .cpu import cpu_features
 from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
-from .transforms import frames_to_tensor, tensor_to_frames
+from .transforms import frames_to_tensor, parse_hw, tensor_to_frames
 
 BASELINE = "torch:fp32"
 PLAIN = "plain torch.no_grad() loop"  # timed beside the baseline as its check, not a variant of its own
@@ -96,17 +96,6 @@ class Record:
     timed_calls: int = 0
     error: str | None = None
     extra: dict = field(default_factory=dict)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '360x640' -> (360, 640) (height x width); sides multiples of 4."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text), int(text))
-    except ValueError:
-        raise UserError(f"--sizes: expected N or HxW, got {text!r}") from None
-    if h < 16 or w < 16 or h % 4 or w % 4:
-        raise UserError(f"--sizes {text}: sides must be multiples of 4 and at least 16")
-    return h, w
 
 
 def sample_frames(count: int, size: tuple[int, int], video: Path | None = None) -> np.ndarray:
@@ -395,7 +384,7 @@ class BenchmarkSettings:
         """(sizes, batches), or a UserError saying which setting is wrong."""
         if min(self.rounds, self.per_round) < 1 or self.warmup < 0:
             raise UserError("--rounds and --per-round must be at least 1, --warmup at least 0")
-        sizes = [parse_size(s.strip()) for s in self.sizes.split(",")]
+        sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
         try:
             batches = [int(b) for b in self.batch.split(",")]
         except ValueError:

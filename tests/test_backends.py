@@ -21,6 +21,7 @@ import torch
 
 from conftest import ROOT, tiny_store
 from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend
+from rtstyle.backends.registry import REGISTRY
 from rtstyle.backends.select import Environment, choose_backend
 from rtstyle.backends.tensorrt_backend import ALIGNMENT, grown_size, needs_copy
 from rtstyle.formats.metadata import ArtifactError
@@ -270,3 +271,17 @@ def test_onnxruntime_says_when_cuda_fell_back_to_the_cpu(tiny):
     check_providers(session, "cpu")  # what was asked
     with pytest.raises(BackendUnavailable, match="fell back to the CPU"):
         check_providers(session, "cuda")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_registry_entry_names_its_module_extra_and_kinds(name):
+    import tomllib
+
+    from rtstyle.formats import FORMATS
+
+    entry = REGISTRY[name]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert entry.extra is None or entry.extra in extras
+    assert set(entry.runs) <= {"weights"} | {f.kind for f in FORMATS.values()}
+    assert callable(entry.create())  # the module imports without its heavy library and has its entry point
+    assert name in BACKENDS and BackendOptions(backend=name).backend == name

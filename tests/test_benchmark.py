@@ -19,7 +19,8 @@ import torch
 import cli
 from conftest import ROOT
 from rtstyle.backends.select import Environment
-from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, parse_size, sample_frames
+from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, sample_frames
+from rtstyle.transforms import parse_hw as parse_size  # the one HxW parser, which --sizes uses
 from rtstyle.store import DEMO_CLIP
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None

@@ -95,3 +95,8 @@ def onnx_source(model_path: Path, log: Callable[[str], None] | None = None) -> P
         return cached_onnx(Path(model_path), log)
     raise ArtifactError(f"{model_path}: onnxruntime runs .onnx files (or weights, exported on the fly), not {kind} "
                         f"artifacts; use --backend {kind}")
+
+
+def create(ref, choice, options, log) -> OnnxRuntimeBackend:
+    """The registry's entry point: an ONNX file, or the cached export of a weights file."""
+    return OnnxRuntimeBackend(onnx_source(ref.path, log), device=choice.device)

@@ -88,3 +88,17 @@ def _int8_summary(meta) -> str:
         return meta.size_policy
     return (f"{meta.size_policy}, {record.get('recipe')}: worst PSNR {record.get('psnr_min_db')} dB vs fp32 "
             f"on {len(record.get('heldout', []))} held-out frames")
+
+
+def create(ref, choice, options, log) -> Backend:
+    """The registry's entry point: an IR / ONNX / weights on OpenVINO; int8 from weights is built per size.
+
+    Asked for (--precision int8): built on first use, waited for. Chosen by auto: built in the background once
+    a size makes a stream, bf16 meanwhile (see openvino_int8_backend).
+    """
+    if choice.precision == "int8" and ref.kind == "weights":
+        from .openvino_int8_backend import STREAM_BATCHES, OpenVinoInt8Backend
+
+        asked = options.precision == "int8"
+        return OpenVinoInt8Backend(ref.path, log=log, build_after=1 if asked else STREAM_BATCHES, background=not asked)
+    return OpenVinoBackend(ref.path, precision=choice.precision, log=log)

@@ -23,16 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from ..cpu import cpu_features
+from .registry import REGISTRY
 
-# The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
-EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-# Which artifact kinds (rtstyle.formats.metadata.KINDS) each backend can run; weights are exported on the fly.
-RUNS = {
-    "torch": ("weights",),
-    "onnxruntime": ("weights", "onnx"),
-    "openvino": ("weights", "onnx", "openvino"),
-    "tensorrt": ("weights", "onnx", "tensorrt"),
-}
+# Read from the one backend map: the pip extra of each optional backend, the artifact kinds each runs.
+EXTRAS = {name: entry.extra for name, entry in REGISTRY.items() if entry.extra}
+RUNS = {name: entry.runs for name, entry in REGISTRY.items()}
 
 
 @dataclass(frozen=True)

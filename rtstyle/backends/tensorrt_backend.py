@@ -127,3 +127,11 @@ def _torch_dtype(trt, dtype) -> torch.dtype:
     if dtype not in table:
         raise ArtifactError(f"unsupported engine tensor type {dtype}")
     return table[dtype]
+
+
+def create(ref, choice, options, log) -> TensorRTBackend:
+    """The registry's entry point: the current engine for weights / ONNX / an engine, built under cuda:N."""
+    from ..formats.tensorrt import prepare_engine
+
+    engine = prepare_engine(ref.path, precision=choice.precision, log=log, device=choice.device)
+    return TensorRTBackend(engine, device=choice.device)

@@ -114,3 +114,12 @@ class TorchBackend(Backend):
             raise BackendUnavailable(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
                                      "run without --compile, or install a C++ compiler / Triton") from e
         return y.float().cpu()
+
+
+def create(ref, choice, options, log) -> TorchBackend:
+    """The registry's entry point: the generator of a resolved weights file (`ModelRef`) as `choice` says."""
+    from ..weights import load_model
+
+    generator, info = load_model(ref.path)
+    return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=options.compile,
+                        cudnn_benchmark=options.cudnn_benchmark)

@@ -36,7 +36,7 @@ import torch
 from ...cpu import cpu_features
 from ...io.files import atomic_write
 from ...models import ResnetGenerator
-from ...transforms import frames_to_tensor, tensor_to_frames
+from ...transforms import frames_to_tensor, parse_hw, tensor_to_frames
 from ...weights import ModelInfo, WeightsError
 from ..metadata import ArtifactMeta, library_versions, sha256_file
 from .calibration import CALIBRATION_COUNT, calibration_frames, heldout_frames
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-psnr", type=float, default=MIN_PSNR)
     parser.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT)
     args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_hw(args.size)
     decision = cached_int8(args.weights, (h, w), lambda message: print(message, file=sys.stderr, flush=True),
                            target_psnr=args.target_psnr, min_psnr=args.min_psnr,
                            calibration_count=args.calibration_count)
