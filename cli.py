@@ -218,6 +218,7 @@ def run_evaluate(args) -> int:
 
 # --- export -----------------------------------------------------------------------------------------------
 def add_export(sub) -> None:
+    from engines import FORMATS
     from engines.options import ExportOptions
     from rtstyle.config import add_dataclass_args
 
@@ -227,7 +228,7 @@ def add_export(sub) -> None:
                     "(prints the max abs error; fails above the tolerance). Writes next to the weights (in the "
                     "store for a store name) unless --out is given; run it with --model ARTIFACT.")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--format", required=True, choices=("onnx", "tensorrt", "openvino"), help="artifact format")
+    p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
     p.add_argument("--out", type=Path, help="output file (.onnx, .engine, .xml) or OpenVINO folder")
     add_dataclass_args(p, ExportOptions)
     p.add_argument("--overwrite", action="store_true", help="replace an artifact that already exists")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from rtstyle.errors import UserError
+from rtstyle.formats import FORMATS as ARTIFACT_FORMATS
 from rtstyle.formats.metadata import artifact_kind
 from rtstyle.store import OPENVINO_DIR_SUFFIX, resolve_model
 from rtstyle.weights import load_model
@@ -24,7 +25,8 @@ from .openvino_int8_export import export_openvino_int8
 from .options import ExportError, ExportOptions, ExportResult, Log, parse_hw
 from .tensorrt_export import export_tensorrt
 
-FORMATS = ("onnx", "tensorrt", "openvino")
+# --format's choices: rtstyle's formats but int8, which is `--format openvino --int8` (an OpenVINO IR)
+FORMATS = tuple(name for name in ARTIFACT_FORMATS if name != "int8")
 EXPORTERS: dict[str, Callable[..., ExportResult]] = {
     "onnx": export_onnx,
     "tensorrt": export_tensorrt,

@@ -23,7 +23,7 @@ from .metadata import ArtifactError, ArtifactMeta, sha256_file
 class Format:
     """One artifact format: the kind a `--model` path of it is, its suffixes, and its functions."""
 
-    kind: str  # the artifact kind backends declare they run (metadata.KINDS)
+    kind: str  # the artifact kind backends declare they run (registry.REGISTRY's `runs`)
     suffixes: tuple[str, ...]  # file suffixes of the artifact ("" for a folder: OpenVINO)
     extra: str | None  # the pip extra whose runtime reads it
     read_meta: Callable[[Path], ArtifactMeta]  # what an artifact of this format says about itself
