@@ -1,9 +1,10 @@
 """rtstyle's command line: parses arguments and calls library functions, nothing more.
 
-Each subcommand is a pair: `add_<name>(subparsers)` declares its options, `run_<name>(args) -> exit code`
-calls into `rtstyle`, `train` or `engines`. Errors the user can fix are raised by the library with a
-message and printed here without a traceback (exit code 2); partial failures (some files could not be
-translated) exit 1.
+Each subcommand is a pair in `COMMANDS`: `add_<name>(subparsers)` declares its options, `run_<name>(args) ->
+exit code` calls into `rtstyle`, `train` or `engines` and prints. Errors the user can fix are raised by the
+library as `rtstyle.errors.UserError` (or one of the older specific types in `user_errors`) and printed here
+as one line (exit code 2); anything else is a bug and shows its traceback. Partial failures (some files
+could not be translated) exit 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+
+from rtstyle.errors import UserError
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -51,7 +54,7 @@ def add_translate(sub) -> None:
 
 
 def run_translate(args) -> int:
-    from rtstyle.paths import IMAGE_SUFFIXES, expand_inputs
+    from rtstyle.io.inputs import IMAGE_SUFFIXES, expand_inputs
     from rtstyle.transforms import parse_size
     from rtstyle.translate import translate_images
 
@@ -85,20 +88,11 @@ def add_import_weights(sub) -> None:
 
 
 def run_import_weights(args) -> int:
-    from rtstyle.store import OFFICIAL_DIRECTIONS, store_dir
-    from rtstyle.weights import ModelInfo, load_reference_pth, save_generator
+    from rtstyle.store import import_reference
 
-    target = store_dir() / f"{args.name}.safetensors"
-    if target.exists() and not args.overwrite:
-        console.print(f"[red]error:[/] {target} exists; pass --overwrite to replace it")
-        return 2
-    generator, info = load_reference_pth(args.file)
-    direction = args.direction or OFFICIAL_DIRECTIONS.get(args.name) or OFFICIAL_DIRECTIONS.get(args.file.stem)
-    info = ModelInfo(config=info.config, direction=direction, train_size=args.train_size, name=args.name,
-                     extra=info.extra)
-    save_generator(generator, target, info)
+    target, info = import_reference(args.file, args.name, args.direction, args.train_size, args.overwrite)
     console.print(f"imported {args.file} ({info.config.ngf} filters, {info.config.n_blocks} blocks, "
-                  f"{direction or 'direction unknown'}) -> {target}")
+                  f"{info.direction or 'direction unknown'}) -> {target}")
     return 0
 
 
@@ -213,7 +207,7 @@ def run_evaluate(args) -> int:
             table.add_column(col, justify="right")
         table.add_row(str(scores.images), f"{scores.cycle_l1:.4f}", f"{scores.cycle_psnr:.2f} dB")
     else:
-        raise ValueError(f"{args.dataroot} has no paired ground truth (testB with testA's file names); "
+        raise UserError(f"{args.dataroot} has no paired ground truth (testB with testA's file names); "
                          "pass --model-back with the reverse generator to score cycle consistency")
     Console().print(table)
     if args.json:
@@ -224,6 +218,7 @@ def run_evaluate(args) -> int:
 
 # --- export -----------------------------------------------------------------------------------------------
 def add_export(sub) -> None:
+    from engines import FORMATS
     from engines.options import ExportOptions
     from rtstyle.config import add_dataclass_args
 
@@ -233,7 +228,7 @@ def add_export(sub) -> None:
                     "(prints the max abs error; fails above the tolerance). Writes next to the weights (in the "
                     "store for a store name) unless --out is given; run it with --model ARTIFACT.")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--format", required=True, choices=("onnx", "tensorrt", "openvino"), help="artifact format")
+    p.add_argument("--format", required=True, choices=FORMATS, help="artifact format")
     p.add_argument("--out", type=Path, help="output file (.onnx, .engine, .xml) or OpenVINO folder")
     add_dataclass_args(p, ExportOptions)
     p.add_argument("--overwrite", action="store_true", help="replace an artifact that already exists")
@@ -324,7 +319,7 @@ def run_video(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from rtstyle.video import ConversionInterrupted, convert_videos, output_paths
-    from rtstyle.paths import VIDEO_SUFFIXES, expand_inputs
+    from rtstyle.io.inputs import VIDEO_SUFFIXES, expand_inputs
     from rtstyle.pipeline import FrameTranslator
     from rtstyle.transforms import parse_size
 
@@ -399,17 +394,17 @@ def add_webcam(sub) -> None:
 
 def run_webcam(args) -> int:
     from rtstyle.config import dataclass_from_args
-    from rtstyle.display import check_display
+    from rtstyle.io.display import check_display
     from rtstyle.live import LiveOptions, run_live
     from rtstyle.pipeline import FrameTranslator
-    from rtstyle.sources import open_source
+    from rtstyle.io.sources import open_source
     from rtstyle.transforms import parse_size
 
     options = dataclass_from_args(LiveOptions, args, size=parse_size(args.size))
     if options.show:
         check_display()  # before loading anything: a clear error instead of a crash
     if options.record and options.record.exists() and not options.overwrite:
-        raise ValueError(f"{options.record} exists; pass --overwrite to replace it")
+        raise UserError(f"{options.record} exists; pass --overwrite to replace it")
     backend = backend_from_args(args)
     log = lambda message: console.print(message)  # noqa: E731
     source = open_source(args.source, realtime=options.show, log=log)
@@ -447,37 +442,19 @@ def add_demo(sub) -> None:
 
 
 def run_demo(args) -> int:
-    from rtstyle.demo import run_demo as demo
-    from rtstyle.display import DisplayUnavailable, check_display
-    from rtstyle.live import LiveOptions, run_live
-    from rtstyle.pipeline import FrameTranslator
-    from rtstyle.sources import open_source
+    from rtstyle.demo import display_wanted, run_demo, run_live_demo
     from rtstyle.transforms import parse_size
 
-    size = parse_size(args.size)
-    show = args.show
-    if show is None:
-        try:
-            check_display()
-            show = True
-        except DisplayUnavailable:
-            show = False
-    elif show:
-        check_display()
+    size, show = parse_size(args.size), display_wanted(args.show)
     backend = backend_from_args(args)
     console.print(f"demo model {args.model} ({backend.info.direction or 'direction unknown'}) via "
                   f"{backend.describe()}")
     if args.source is not None:
-        record = None if show else args.out / "live.mp4"
-        options = LiveOptions(size=size, show=show, side_by_side=True, record=record, overwrite=True,
-                              duration=args.duration if show or args.duration else 10.0)
-        args.out.mkdir(parents=True, exist_ok=True)
-        report = run_live(open_source(args.source, realtime=show, log=console.print),
-                          FrameTranslator(backend, size), options, log=console.print)
+        report = run_live_demo(backend, args.source, args.out, size, show, args.duration, log=console.print)
         console.print(f"{report.frames} frames at [bold]{report.fps:.1f} fps[/]"
                       + (f"; recorded -> {report.recorded}" if report.recorded else ""))
         return 1 if report.error else 0
-    report = demo(backend, args.out, size=size, show=show, log=console.print)
+    report = run_demo(backend, args.out, size=size, show=show, log=console.print)
     console.print(f"translated {report.frames} frames at [bold]{report.fps:.1f} fps[/] (decode + translate + encode)")
     console.print(f"video: {report.video}\nside by side: {report.side_by_side}")
     if not show:
@@ -487,6 +464,9 @@ def run_demo(args) -> int:
 
 # --- benchmark --------------------------------------------------------------------------------------------
 def add_benchmark(sub) -> None:
+    from rtstyle.benchmark import BenchmarkSettings
+    from rtstyle.config import add_dataclass_args
+
     p = sub.add_parser(
         "benchmark", help="compare backends' speed and accuracy against eager fp32 PyTorch, interleaved",
         description="Times every variant round by round in one process (so a noisy machine slows all alike) and "
@@ -494,55 +474,20 @@ def add_benchmark(sub) -> None:
                     "error and PSNR against fp32 on real frames, and memory. Variants are backend[:precision]"
                     "[+compile], e.g. torch, openvino:bf16, openvino:int8, torch:bf16+compile.")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--backends", default="all",
-                   help="'all' (every backend and precision installed here) or a comma list of variants [all]")
-    p.add_argument("--sizes", default="256", help="comma list of N or HxW input sizes [256]")
-    p.add_argument("--batch", default="1", help="comma list of batch sizes [1]")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N [auto]")
-    p.add_argument("--video", type=Path,
-                   help="also convert this video end to end with each variant (decode + translate + encode, short "
-                        "side min(size)) next to the bare backend fps there; its frames become the accuracy frames")
-    p.add_argument("--video-frames", type=int, default=60, help="frames of --video converted per variant [60]")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds [5]")
-    p.add_argument("--per-round", type=int, default=2, help="timed calls per variant and round [2]")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first [2]")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (OpenVINO and ONNX Runtime use all cores)")
+    add_dataclass_args(p, BenchmarkSettings)
     p.add_argument("--json", type=Path, help="also write the records, settings and machine description here")
 
 
 def run_benchmark(args) -> int:
-    import json
-
-    import torch
     from rich.table import Table
 
-    from rtstyle.benchmark import BASELINE, Variant, as_dicts, available_variants, machine_info, measure, parse_size
-    from rtstyle.weights import atomic_write
+    from rtstyle.benchmark import BenchmarkSettings, run_benchmark, write_report
+    from rtstyle.config import dataclass_from_args
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if min(args.rounds, args.per_round) < 1 or args.warmup < 0:
-        raise ValueError("--rounds and --per-round must be at least 1, --warmup at least 0")
-    variants = available_variants() if args.backends == "all" else [v.strip() for v in args.backends.split(",")]
-    for variant in variants:
-        Variant(variant).options("cpu")  # a misspelt variant is an error now, not a line in the table later
-    sizes = [parse_size(s.strip()) for s in args.sizes.split(",")]
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise ValueError(f"--batch: expected a comma list of integers, got {args.batch!r}") from None
-    if args.video is not None and not args.video.is_file():
-        raise FileNotFoundError(f"--video {args.video}: no such file")
-    machine = machine_info()
-    console.print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}; variants: "
-                  f"{', '.join([BASELINE] + [v for v in variants if v != BASELINE])}", markup=False)
-    records = []
-    for size in sizes:
-        for batch in batches:
-            records += measure(args.model, variants, size, batch, device=args.device, warmup=args.warmup,
-                               rounds=args.rounds, per_round=args.per_round, video=args.video,
-                               e2e_frames=args.video_frames if args.video else 0,
-                               log=lambda message: console.print(message, markup=False))
+    settings = dataclass_from_args(BenchmarkSettings, args)
+    command = "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None
+    records, document = run_benchmark(args.model, settings, lambda message: console.print(message, markup=False),
+                                      command)
     table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
     video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
     for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
@@ -563,22 +508,12 @@ def run_benchmark(args) -> int:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)
-    for r in records:
-        if "baseline_vs_plain" in r.extra:
-            console.print(f"baseline check at {r.size[0]}x{r.size[1]} batch {r.batch}: eager fp32 backend "
-                          f"{r.ms_median:.1f} ms, plain torch.no_grad() loop {r.extra['plain_no_grad_ms']:.1f} ms "
-                          f"(ratio {r.extra['baseline_vs_plain']:.2f}; near 1 means the baseline is sound)",
-                          markup=False)
+    for r in (r for r in records if "baseline_vs_plain" in r.extra):
+        console.print(f"baseline check at {r.size[0]}x{r.size[1]} batch {r.batch}: eager fp32 backend "
+                      f"{r.ms_median:.1f} ms, plain torch.no_grad() loop {r.extra['plain_no_grad_ms']:.1f} ms "
+                      f"(ratio {r.extra['baseline_vs_plain']:.2f}; near 1 means the baseline is sound)", markup=False)
     if args.json:
-        document = {"command": "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None,
-                    "machine": machine | {"load_average_end": machine_info()["load_average"]},
-                    "settings": {"rounds": args.rounds, "per_round": args.per_round, "warmup": args.warmup,
-                                 "device": args.device, "video": str(args.video) if args.video else None,
-                                 "video_frames": args.video_frames if args.video else None,
-                                 "baseline": BASELINE},
-                    "records": as_dicts(records)}
-        text = json.dumps(document, indent=1)
-        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
+        write_report(args.json, document)
         console.print(f"wrote {args.json}")
     return 0
 
@@ -610,22 +545,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from rtstyle.backends import BackendUnavailable
-    from rtstyle.display import DisplayUnavailable
+# train/ predates rtstyle.errors.UserError: it reports bad options, datasets and checkpoints as ValueError /
+# FileNotFoundError, so for its commands those are the user's to fix too. Everywhere else they are bugs.
+TRAIN_COMMANDS = {"train", "datasets", "evaluate", "plot"}
+
+
+def user_errors(command: str) -> tuple[type[BaseException], ...]:
+    """The exception types that are one-line messages for the user (exit 2) when `command` raises them."""
     from rtstyle.download import DownloadError
-    from rtstyle.paths import InputError
-    from rtstyle.sources import SourceError
+    from rtstyle.errors import UserError
+    from rtstyle.io.display import DisplayUnavailable
+    from rtstyle.io.inputs import InputError
+    from rtstyle.io.sources import SourceError
+    from rtstyle.io.video import OutputExistsError
     from rtstyle.store import ModelNotFound
-    from rtstyle.video_io import OutputExistsError
     from rtstyle.weights import WeightsError
 
+    found = (UserError, WeightsError, ModelNotFound, InputError, DownloadError, SourceError, DisplayUnavailable,
+             OutputExistsError)
+    older = (ValueError, FileNotFoundError, FileExistsError, ModuleNotFoundError)  # e.g. [data]'s scikit-image
+    return found + older if command in TRAIN_COMMANDS else found
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command][1](args)
-    except (WeightsError, ModelNotFound, InputError, DownloadError, BackendUnavailable, ValueError,
-            FileNotFoundError, FileExistsError, ModuleNotFoundError, SourceError, DisplayUnavailable,
-            OutputExistsError) as e:
+    except user_errors(args.command) as e:  # anything else is a bug: its traceback shows
         from rich.markup import escape  # messages hold '[openvino]'-style extras: not markup
 
         console.print(f"[red]error:[/] {escape(str(e))}")

@@ -6,7 +6,7 @@
 AVX2 without VNNI (AMD Zen 3, older Intel) multiplies u8 activations by s8 weights with `vpmaddubsw`, whose
 16-bit pair sums saturate; NNCF's `OverflowFix.ENABLE` quantises every convolution's weights to 7 bits so
 they cannot, `FIRST_LAYER_ONLY` (its default) only the first convolution's. This builds the int8 model of
-`rtstyle.quantize` with each setting and checks it against eager fp32 on the held-out real frames, in the
+`rtstyle.formats.int8.quantize` with each setting and checks it against eager fp32 on the held-out real frames, in the
 kernels this process runs: with `ONEDNN_MAX_CPU_ISA=AVX2` OpenVINO's CPU plugin runs `jit_avx2_I8` (the
 AVX2-only arithmetic, saturation included) instead of the VNNI `brgconv_avx512_I8`, so an AVX-512 machine
 reproduces the other class's accuracy (not its speed). The recipe's own fallback rules are off here: each
@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rtstyle.cpu import cpu_features  # noqa: E402
-from rtstyle.quantize import build_int8_openvino, overflow_fix  # noqa: E402
+from rtstyle.formats.int8.quantize import build_int8_openvino, overflow_fix  # noqa: E402
 from rtstyle.weights import load_model  # noqa: E402
 
 
 def conv_kernels(build) -> dict[str, int]:
     """Which primitive OpenVINO runs each int8 convolution with (e.g. jit_avx2_I8), counted."""
-    from rtstyle.backends.openvino_backend import compile_cpu
+    from rtstyle.formats.openvino import compile_cpu
 
     compiled = compile_cpu(build.model, "f32", (1, 3, build.meta.height, build.meta.width))
     kinds: dict[str, int] = {}

@@ -3,9 +3,9 @@
 `EXPORTERS[format](generator, info, source, target, options, log) -> ExportResult` writes one artifact and
 checks it against the eager fp32 generator through the artifact's own runtime (`engines.verify`);
 `export_model` resolves `--model`, picks the output path (next to the weights, in the store for store
-models, or `--out`) and refuses to overwrite without `overwrite=True`. The conversions themselves live in
-`rtstyle.convert` and `rtstyle.backends.tensorrt_build`, because backends also run them on the fly
-(`rtstyle` never imports `engines`).
+models, or `--out`) and refuses to overwrite without `overwrite=True`. Making and reading each artifact
+lives in its module of `rtstyle.formats` (onnx, openvino, int8, tensorrt), because backends also make
+them on the fly (`rtstyle` never imports `engines`); each exporter here is the checks and the write.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rtstyle.artifacts import artifact_kind
+from rtstyle.errors import UserError
+from rtstyle.formats import FORMATS as ARTIFACT_FORMATS
+from rtstyle.formats.metadata import artifact_kind
 from rtstyle.store import OPENVINO_DIR_SUFFIX, resolve_model
 from rtstyle.weights import load_model
 
@@ -23,7 +25,8 @@ from .openvino_int8_export import export_openvino_int8
 from .options import ExportError, ExportOptions, ExportResult, Log, parse_hw
 from .tensorrt_export import export_tensorrt
 
-FORMATS = ("onnx", "tensorrt", "openvino")
+# --format's choices: rtstyle's formats but int8, which is `--format openvino --int8` (an OpenVINO IR)
+FORMATS = tuple(name for name in ARTIFACT_FORMATS if name != "int8")
 EXPORTERS: dict[str, Callable[..., ExportResult]] = {
     "onnx": export_onnx,
     "tensorrt": export_tensorrt,
@@ -51,25 +54,25 @@ def export_model(model: str, fmt: str, options: ExportOptions = ExportOptions(),
                  overwrite: bool = False, log: Log | None = None) -> ExportResult:
     """Export `model` (weights path or store name) to `fmt`; returns where it went and how close it is."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if options.half and fmt != "tensorrt":
-        raise ValueError("--half applies to --format tensorrt (FP16 engine); ONNX and OpenVINO artifacts keep fp32 "
+        raise UserError("--half applies to --format tensorrt (FP16 engine); ONNX and OpenVINO artifacts keep fp32 "
                          "weights, and OpenVINO runs them in bf16 on CPUs that have it")
     if options.int8 and fmt != "openvino":
-        raise ValueError("--int8 applies to --format openvino (NNCF-quantised IR for the CPU)")
+        raise UserError("--int8 applies to --format openvino (NNCF-quantised IR for the CPU)")
     log = log or (lambda message: None)
     source = resolve_model(model)
     if artifact_kind(source) != "weights":
-        raise ValueError(f"{source}: export starts from weights (.safetensors or .pth), not from an exported artifact")
+        raise UserError(f"{source}: export starts from weights (.safetensors or .pth), not from an exported artifact")
     generator, info = load_model(source)
     target = Path(out) if out else default_target(source, fmt, options, info.train_size)
     if fmt == "openvino" and target.suffix != ".xml":  # --out names a folder
         target = target / f"{source.stem}.xml"
     expected_suffix = {"onnx": ".onnx", "tensorrt": ".engine", "openvino": ".xml"}[fmt]
     if target.suffix != expected_suffix:
-        raise ValueError(f"--out {target}: a {fmt} artifact is written as *{expected_suffix}")
+        raise UserError(f"--out {target}: a {fmt} artifact is written as *{expected_suffix}")
     if target.exists() and not overwrite:
-        raise ValueError(f"{target} exists; pass --overwrite to replace it")
+        raise UserError(f"{target} exists; pass --overwrite to replace it")
     return EXPORTERS["openvino-int8" if options.int8 else fmt](generator, info, source, target, options, log)
 
 

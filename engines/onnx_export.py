@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from rtstyle.artifacts import norm_layer_count, sha256_file
-from rtstyle.convert import generator_to_onnx, onnx_metadata
+from rtstyle.formats.metadata import new_meta, norm_layer_count, sha256_file
+from rtstyle.formats.onnx import OPSET, generator_to_onnx
+from rtstyle.io.files import atomic_write
 from rtstyle.models import ResnetGenerator
-from rtstyle.weights import ModelInfo, atomic_write
+from rtstyle.weights import ModelInfo
 
 from . import verify
 from .options import ExportError, ExportOptions, ExportResult, Log
@@ -74,8 +75,8 @@ def build_checked_onnx(generator: ResnetGenerator, info: ModelInfo, source: Path
     import onnxruntime as ort
 
     hw = options.shape(info.train_size)
-    meta = onnx_metadata(info, "onnx", options.dynamic, *hw, source_sha256=sha256_file(source))
-    log(f"exporting to ONNX opset {meta.opset} ({meta.size_policy})")
+    meta = new_meta(info, "onnx", options.dynamic, *hw, source_sha256=sha256_file(source))
+    log(f"exporting to ONNX opset {OPSET} ({meta.size_policy})")
     model = generator_to_onnx(generator, meta)
     onnx.checker.check_model(model, full_check=True)
     graph_note = check_instance_norm(model, info)

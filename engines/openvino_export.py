@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtstyle.artifacts import norm_layer_count, sha256_file
-from rtstyle.backends.openvino_backend import cpu_capabilities, openvino_core
-from rtstyle.convert import generator_to_openvino, onnx_metadata, read_openvino_meta, save_openvino
+from rtstyle.formats.metadata import new_meta, norm_layer_count, sha256_file
+from rtstyle.formats.openvino import (cpu_capabilities, generator_to_openvino, openvino_core, read_openvino_meta,
+                                      save_openvino)
 from rtstyle.models import ResnetGenerator
 from rtstyle.weights import ModelInfo
 
@@ -51,7 +51,7 @@ def check_mvn(model, info: ModelInfo) -> str:
 def export_openvino(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path, options: ExportOptions,
                     log: Log) -> ExportResult:
     hw = options.shape(info.train_size)
-    meta = onnx_metadata(info, "openvino", options.dynamic, *hw, source_sha256=sha256_file(source))
+    meta = new_meta(info, "openvino", options.dynamic, *hw, source_sha256=sha256_file(source))
     log(f"converting to OpenVINO IR ({meta.size_policy})")
     model = generator_to_openvino(generator, meta)
     graph_note = check_mvn(model, info)

@@ -1,6 +1,6 @@
 """OpenVINO int8 IR export (`export --format openvino --int8`): the CPU fast path written as a file.
 
-The build is `rtstyle.quantize.build_int8_openvino` (exact sub-pixel rewrite of the transposed
+The build is `rtstyle.formats.int8.quantize.build_int8_openvino` (exact sub-pixel rewrite of the transposed
 convolutions, NNCF post-training quantisation of the convolutions on real calibration frames, the
 worst-frame PSNR check against eager fp32 on held-out real frames, the rebuild with the first and last
 convolutions unquantised below `--target-psnr`), the same code `--backend auto` runs on first use. An
@@ -15,11 +15,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from rtstyle.artifacts import sha256_file
-from rtstyle.convert import read_openvino_meta, save_openvino
-from rtstyle.backends.openvino_backend import openvino_core
+from rtstyle.errors import UserError
+from rtstyle.formats.int8.quantize import build_int8_openvino
+from rtstyle.formats.metadata import sha256_file
+from rtstyle.formats.openvino import openvino_core, read_openvino_meta, save_openvino
 from rtstyle.models import ResnetGenerator
-from rtstyle.quantize import build_int8_openvino
 from rtstyle.weights import ModelInfo
 
 from .openvino_export import check_mvn, export_openvino
@@ -30,7 +30,7 @@ from .verify import Comparison
 def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path,
                          options: ExportOptions, log: Log) -> ExportResult:
     if options.dynamic:
-        raise ValueError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
+        raise UserError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
                          "shape); drop --dynamic and pass --size HxW, or let --backend auto build one per size")
     hw = options.shape(info.train_size)
     build = build_int8_openvino(generator, info, hw, sha256_file(source), target_psnr=options.target_psnr,
@@ -46,7 +46,8 @@ def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Pa
     shape = (5, info.config.input_nc, *hw)
     comparison = Comparison(f"held-out real frames 1x{hw[0]}x{hw[1]} (worst)", shape, attempt.max_abs, attempt.mean_abs)
     save_openvino(build.model, target)
-    meta = read_openvino_meta(openvino_core().read_model(str(target)), str(target))  # the metadata survived the round trip
+    # the metadata survived the round trip
+    meta = read_openvino_meta(openvino_core().read_model(str(target)), str(target))
     notes = [graph_note, f"int8: {build.explanation}"]
     notes += [f"tried {a.recipe}: worst {a.psnr_min:.1f} dB, mean {a.psnr_mean:.1f} dB" for a in build.attempts]
     return ExportResult(path=target, format="openvino-int8", tolerance=float("inf"), comparisons=[comparison],

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rtstyle.artifacts import MULTIPLE
-from rtstyle.engine_file import DEFAULT_MAX_BATCH
-from rtstyle.quantize import MIN_PSNR, TARGET_PSNR
+from rtstyle.formats.int8.quantize import MIN_PSNR, TARGET_PSNR
+from rtstyle.formats.tensorrt import DEFAULT_MAX_BATCH
+from rtstyle.transforms import parse_hw
 
 from .verify import Comparison
 
@@ -59,17 +59,3 @@ class ExportResult:
 
 class ExportError(ValueError):
     """An export that must not be used: checker failure, wrong graph, or outputs off PyTorch's."""
-
-
-def parse_hw(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '360x640' -> (360, 640); both sides multiples of 4."""
-    parts = text.lower().replace("*", "x").split("x")
-    try:
-        hw = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
-    except ValueError:
-        hw = None
-    if hw is None or min(hw) < 4 * MULTIPLE:
-        raise ValueError(f"--size must be N or HxW with sides of at least {4 * MULTIPLE}, got {text!r}")
-    if hw[0] % MULTIPLE or hw[1] % MULTIPLE:
-        raise ValueError(f"--size {text}: sides must be multiples of {MULTIPLE} (the generator downsamples twice)")
-    return hw

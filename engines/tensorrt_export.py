@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from rtstyle.backends.tensorrt_backend import TensorRTBackend, prepare_engine
-from rtstyle.backends.tensorrt_build import device_key_fields
-from rtstyle.engine_file import Profile
+from rtstyle.backends.tensorrt_backend import TensorRTBackend
+from rtstyle.formats.tensorrt import Profile, device_key_fields, prepare_engine
 from rtstyle.models import ResnetGenerator
 from rtstyle.weights import ModelInfo
 

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from rtstyle.images import read_image
+from rtstyle.io.images import read_image
 from rtstyle.models import ResnetGenerator
 from rtstyle.transforms import frames_to_tensor, preprocess, resize_frames
 

@@ -1,9 +1,10 @@
 """rtstyle: CycleGAN image-to-image translation at interactive rates.
 
 The runtime package: the generator (`models`), its weights (`weights`, `store`, `download`), the pure frame
-transforms (`transforms`), inference backends (`backends`), the image translator (`translate`), and the
-streaming runtime: video files (`video_io`, `audio`, `video`), the staged pipeline (`pipeline`) and the live
-loop (`sources`, `display`, `live`). It never imports `train`, `engines` or `cli`.
+transforms (`transforms`), frames in and out (`io`: images, video, sources, display, inputs, files), the
+artifact formats (`formats`: metadata, onnx, openvino, int8, tensorrt), inference backends (`backends`),
+the image translator (`translate`), and the streaming runtime: video files (`video`), the staged pipeline
+(`pipeline`) and the live loop (`live`). It never imports `train`, `engines` or `cli`.
 """
 
 from .models import GeneratorConfig, ResnetGenerator

@@ -5,9 +5,11 @@ ms per batch (with its 10th-90th percentile spread) and its ratio to eager fp32 
 same rounds*: every round times each variant in turn (rotating who goes first), so a slow spell on the
 machine hits all of them alike. Accuracy is each variant's output against eager fp32 on the same real
 frames: max abs error on the [-1, 1] scale, PSNR of the uint8 frames over all of them and for the worst
-one. By default those are the held-out frames of `rtstyle.calibration` (never the int8 calibration
+one. By default those are the held-out frames of `rtstyle.formats.int8.calibration` (never the int8 calibration
 frames); with a video, frames spread over it. Memory is what the variant added to the process at its
-peak while it was built and warmed up (Linux VmHWM, reset before each variant); on CUDA, torch's peak.
+peak while it was built and warmed up (Linux VmHWM, reset before each variant); on CUDA, torch's peak
+(TensorRT's activation memory is allocated through torch, so it counts). The GPU fp32 baseline runs
+without TF32 (`TorchBackend` turns cuDNN's TF32 default off for fp32).
 With a video, each variant also converts the video's first frames end to end (`rtstyle.video`: decode,
 translate and encode overlapped in threads) at short side min(size), and the bare `backend.infer` fps on
 one preprocessed frame of that processing shape is measured just before and just after, so the two
@@ -21,7 +23,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -30,10 +32,11 @@ import torch
 
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
-from .calibration import fit_frame, heldout_frames
 from .cpu import cpu_features
-from .quantize import psnr_db
-from .transforms import frames_to_tensor, tensor_to_frames
+from .errors import UserError
+from .formats.int8.calibration import fit_frame, heldout_frames
+from .formats.int8.quantize import psnr_db
+from .transforms import frames_to_tensor, parse_hw, tensor_to_frames
 
 BASELINE = "torch:fp32"
 PLAIN = "plain torch.no_grad() loop"  # timed beside the baseline as its check, not a variant of its own
@@ -49,14 +52,9 @@ class Variant:
         body, plus, flag = self.spec.partition("+")
         name, _, precision = body.partition(":")
         if name not in BACKENDS or (precision or "auto") not in PRECISIONS or (plus and flag != "compile"):
-            raise ValueError(f"benchmark variant {self.spec!r}: expected backend[:precision][+compile] with backend "
+            raise UserError(f"benchmark variant {self.spec!r}: expected backend[:precision][+compile] with backend "
                              f"in {', '.join(BACKENDS)} and precision in {', '.join(PRECISIONS)}")
-        kwargs = dict(backend=name, device=device, precision=precision or "auto")
-        if plus:
-            if "compile" not in {f.name for f in fields(BackendOptions)}:
-                raise ValueError(f"{self.spec}: this build's torch backend has no torch.compile option")
-            kwargs["compile"] = True
-        return BackendOptions(**kwargs)
+        return BackendOptions(backend=name, device=device, precision=precision or "auto", compile=bool(plus))
 
 
 def available_variants(env: Environment | None = None) -> list[str]:
@@ -100,35 +98,14 @@ class Record:
     extra: dict = field(default_factory=dict)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '360x640' -> (360, 640) (height x width); sides multiples of 4."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x")) if "x" in text.lower() else (int(text), int(text))
-    except ValueError:
-        raise ValueError(f"--sizes: expected N or HxW, got {text!r}") from None
-    if h < 16 or w < 16 or h % 4 or w % 4:
-        raise ValueError(f"--sizes {text}: sides must be multiples of 4 and at least 16")
-    return h, w
-
-
 def sample_frames(count: int, size: tuple[int, int], video: Path | None = None) -> np.ndarray:
     """`count` real RGB uint8 frames (b, h, w, 3) at `size`: spread over `video`, else the held-out frames."""
     if video is None:
         frames = list(heldout_frames(size)[1])
     else:
-        import cv2
+        from .io.video import read_frames
 
-        capture = cv2.VideoCapture(str(video))
-        total = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 1)
-        frames = []
-        for index in np.linspace(0, total - 1, count).astype(int):
-            capture.set(cv2.CAP_PROP_POS_FRAMES, int(index))
-            ok, bgr = capture.read()
-            if ok:
-                frames.append(fit_frame(np.ascontiguousarray(bgr[:, :, ::-1]), size))
-        capture.release()
-        if not frames:
-            raise ValueError(f"{video}: no frame could be decoded")
+        frames = [fit_frame(frame, size) for frame in read_frames(video, count)]
     while len(frames) < count:
         frames += frames[: count - len(frames)]
     return np.stack(frames[:count])
@@ -159,7 +136,7 @@ def _outputs(backend: Backend, x: torch.Tensor, batch: int) -> torch.Tensor:
 
 def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
     """The first `frames` frames of `video` as a new file in `folder` (re-encoded; timing and rotation kept)."""
-    from .video_io import VideoReader, VideoWriter
+    from .io.video import VideoReader, VideoWriter
 
     target = Path(folder) / f"{Path(video).stem}-first{frames}.mp4"
     with VideoReader(video) as reader:
@@ -185,7 +162,7 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     from .pipeline import FrameTranslator
     from .transforms import preprocess
     from .video import convert_video
-    from .video_io import VideoReader
+    from .io.video import VideoReader
 
     with VideoReader(clip) as reader:
         frame, _ = next(iter(reader))
@@ -228,7 +205,7 @@ class PlainLoop:
 
 def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
     """The plain loop for `model` when it is weights (an exported artifact has no torch generator)."""
-    from .artifacts import artifact_kind
+    from .formats.metadata import artifact_kind
     from .store import resolve_model
     from .weights import load_model
 
@@ -376,3 +353,76 @@ def as_dicts(records: list[Record]) -> list[dict]:
         d["size"] = f"{r.size[0]}x{r.size[1]}"
         out.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()})
     return out
+
+
+@dataclass(frozen=True)
+class BenchmarkSettings:
+    """What `cli.py benchmark` was asked; `run_benchmark` checks it before measuring anything."""
+
+    backends: str = field(default="all", metadata={
+        "help": "'all' (every backend and precision installed here) or a comma list of variants"})
+    sizes: str = field(default="256", metadata={"help": "comma list of N or HxW input sizes"})
+    batch: str = field(default="1", metadata={"help": "comma list of batch sizes"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    video: Path | None = field(default=None, metadata={
+        "help": "also convert this video end to end with each variant (decode + translate + encode, short side "
+                "min(size)) next to the bare backend fps there; its frames become the accuracy frames"})
+    video_frames: int = field(default=60, metadata={"help": "frames of --video converted per variant"})
+    rounds: int = field(default=5, metadata={"help": "interleaved rounds"})
+    per_round: int = field(default=2, metadata={"help": "timed calls per variant and round"})
+    warmup: int = field(default=2, metadata={"help": "untimed calls per variant first"})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch intra-op threads (OpenVINO and ONNX Runtime use all cores)"})
+
+    def variants(self) -> list[str]:
+        found = available_variants() if self.backends == "all" else [v.strip() for v in self.backends.split(",")]
+        for variant in found:
+            Variant(variant).options("cpu")  # a misspelt variant is an error now, not a line in the table later
+        return found
+
+    def check(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """(sizes, batches), or a UserError saying which setting is wrong."""
+        if min(self.rounds, self.per_round) < 1 or self.warmup < 0:
+            raise UserError("--rounds and --per-round must be at least 1, --warmup at least 0")
+        sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
+        try:
+            batches = [int(b) for b in self.batch.split(",")]
+        except ValueError:
+            raise UserError(f"--batch: expected a comma list of integers, got {self.batch!r}") from None
+        if self.video is not None and not Path(self.video).is_file():
+            raise UserError(f"--video {self.video}: no such file")
+        return sizes, batches
+
+
+def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], None],
+                  command: str | None = None) -> tuple[list[Record], dict]:
+    """Every variant at every size and batch; returns the records and the JSON document describing the run."""
+    sizes, batches = settings.check()
+    variants = settings.variants()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    machine = machine_info()
+    log(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average']}; variants: "
+        f"{', '.join([BASELINE] + [v for v in variants if v != BASELINE])}")
+    records = []
+    for size in sizes:
+        for batch in batches:
+            records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
+                               rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
+                               e2e_frames=settings.video_frames if settings.video else 0, log=log)
+    document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
+                "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
+                             "device": settings.device, "video": str(settings.video) if settings.video else None,
+                             "video_frames": settings.video_frames if settings.video else None,
+                             "baseline": BASELINE},
+                "records": as_dicts(records)}
+    return records, document
+
+
+def write_report(path: Path, document: dict) -> None:
+    import json
+
+    from .io.files import atomic_write
+
+    text = json.dumps(document, indent=1)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

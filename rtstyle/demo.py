@@ -16,14 +16,12 @@ from typing import Callable
 import numpy as np
 
 from .backends import Backend
-from .images import write_image
+from .io.images import write_image
+from .io.video import read_frames
 from .pipeline import FrameTranslator
-from .store import ASSETS_DIR
+from .store import DEMO_CLIP
 from .video import convert_video
-from .video_io import VideoReader
 
-DEMO_CLIP = ASSETS_DIR / "demo_clip.mp4"
-DEMO_MODEL = "demo"
 
 
 @dataclass
@@ -34,14 +32,27 @@ class DemoReport:
     frames: int = 0
     fps: float = 0.0  # frames per second achieved, end to end
     notes: list[str] = field(default_factory=list)
+    error: str | None = None  # live mode: why the source ended early
+
+
+def display_wanted(show: bool | None) -> bool:
+    """--show / --no-show as asked; neither: a window where a display exists. Checked before a model loads."""
+    from .io.display import DisplayUnavailable, check_display
+
+    if show is None:
+        try:
+            check_display()
+            return True
+        except DisplayUnavailable:
+            return False
+    if show:
+        check_display()  # a clear error now instead of a crash after the model has loaded
+    return show
 
 
 def middle_frame(path: Path) -> np.ndarray:
     """The middle frame of a video as RGB uint8 (h, w, 3)."""
-    with VideoReader(path) as reader:
-        frames = [frame for frame, _ in reader]
-    if not frames:
-        raise ValueError(f"{path}: no frame could be decoded")
+    frames = read_frames(path)
     return frames[len(frames) // 2]
 
 
@@ -63,9 +74,23 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
                         notes=list(result.notes))
     if show:
         from .live import LiveOptions, run_live
-        from .sources import open_source
+        from .io.sources import open_source
 
         log("playing the clip side by side (q or Esc closes the window)")
         run_live(open_source(str(DEMO_CLIP), realtime=True, log=log), translator,
                  LiveOptions(size=size, show=True, side_by_side=True), log=log)
     return report
+
+
+def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None = 256, show: bool = True,
+                  duration: float | None = None, log: Callable[[str], None] = print) -> DemoReport:
+    """The demo on a live source, side by side; without a window it records 10 s (or `duration`) to out_dir."""
+    from .io.sources import open_source
+    from .live import LiveOptions, run_live
+
+    options = LiveOptions(size=size, show=show, side_by_side=True, record=None if show else out_dir / "live.mp4",
+                          overwrite=True, duration=duration if show or duration else 10.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log)
+    return DemoReport(recorded=live.recorded, frames=live.frames, fps=live.fps,
+                      error=str(live.error) if live.error else None)

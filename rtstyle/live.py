@@ -18,12 +18,12 @@ from typing import Callable
 
 import numpy as np
 
-from .display import KEY_HELP, Window, compose, draw_overlay
-from .images import write_image
+from .io.display import KEY_HELP, Window, compose, draw_overlay
+from .io.images import write_image
+from .io.sources import Captured, Source
+from .io.video import OutputExistsError, VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
-from .sources import Captured, Source
 from .transforms import resize_frames, round_to_multiple
-from .video_io import OutputExistsError, VideoWriter
 
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
 

@@ -14,9 +14,10 @@ import os
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth")
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.artifacts)
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.formats.FORMATS)
 OPENVINO_DIR_SUFFIX = "_openvino"  # `export --format openvino` writes NAME_openvino/NAME.xml + .bin
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+DEMO_CLIP = ASSETS_DIR / "demo_clip.mp4"  # 4 s of a real CC-BY clip: the demo's input, int8's calibration frames
 
 # The 18 official CycleGAN pretrained generators (reference scripts/download_cyclegan_model.sh) and the
 # translation each performs.
@@ -102,3 +103,22 @@ def resolve_model(spec: str | Path) -> Path:
     )
     listing = ", ".join(available) if available else "(empty)"
     raise ModelNotFound(f"no model named {spec!r} in the store {store_dir()}: {how}. Available: {listing}")
+
+
+def import_reference(file: str | Path, name: str, direction: str | None = None, train_size: int = 256,
+                     overwrite: bool = False):
+    """A reference CycleGAN .pth into the store as NAME.safetensors; returns (path, ModelInfo).
+
+    The direction defaults to the official one when `name` or the file's stem is an official model's name.
+    """
+    from .errors import UserError
+    from .weights import ModelInfo, load_reference_pth, save_generator
+
+    target = store_dir() / f"{name}.safetensors"
+    if target.exists() and not overwrite:
+        raise UserError(f"{target} exists; pass --overwrite to replace it")
+    generator, info = load_reference_pth(file)
+    direction = direction or OFFICIAL_DIRECTIONS.get(name) or OFFICIAL_DIRECTIONS.get(Path(file).stem)
+    info = ModelInfo(config=info.config, direction=direction, train_size=train_size, name=name, extra=info.extra)
+    save_generator(generator, target, info)
+    return target, info

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .errors import UserError
 
 MULTIPLE = 4  # two stride-2 downsamplings: sizes must be multiples of 4 to come back unchanged
 
@@ -91,6 +92,24 @@ def crop_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x[..., :h, :w]
 
 
+def parse_hw(text: str, option: str = "--size") -> tuple[int, int]:
+    """'256' -> (256, 256); '360x640' -> (360, 640) (height x width): an exact input size, sides multiples of 4.
+
+    The one parser of HxW sizes (export, benchmark, the int8 build); at least 16 px a side, the smallest the
+    generator keeps meaningful (4 at its bottleneck). `option` names the flag in the error message.
+    """
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        hw = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else None
+    except ValueError:
+        hw = None
+    if hw is None or min(hw) < 4 * MULTIPLE:
+        raise UserError(f"{option} must be N or HxW with sides of at least {4 * MULTIPLE}, got {text!r}")
+    if hw[0] % MULTIPLE or hw[1] % MULTIPLE:
+        raise UserError(f"{option} {text}: sides must be multiples of {MULTIPLE} (the generator downsamples twice)")
+    return hw
+
+
 def parse_size(value: str | int | None) -> int | None:
     """CLI size policy: 'native' -> None (pad to a multiple of 4), N -> short side N (rounded to a multiple of 4)."""
     if value is None or value == "native":
@@ -98,9 +117,9 @@ def parse_size(value: str | int | None) -> int | None:
     try:
         n = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"size must be 'native' or a positive integer, got {value!r}") from None
+        raise UserError(f"size must be 'native' or a positive integer, got {value!r}") from None
     if n < MULTIPLE:
-        raise ValueError(f"size must be at least {MULTIPLE}, got {n}")
+        raise UserError(f"size must be at least {MULTIPLE}, got {n}")
     return round_to_multiple(n)
 
 
@@ -121,6 +140,8 @@ def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     if frames.shape[1:3] == (height, width):
         return frames
     shrink = height * width < frames.shape[1] * frames.shape[2]
+    import cv2  # here, not at the top: the backends (and benchmarks/gpu_check.py) run without OpenCV
+
     interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
     return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in frames])
 

@@ -7,13 +7,13 @@ input's own size.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from .backends import Backend
-from .images import ImageReadError, read_image, write_image
+from .io.images import ImageReadError, read_image, write_image
+from .io.inputs import refuse_clashing_stems
 from .transforms import postprocess, preprocess
 
 
@@ -25,10 +25,7 @@ class TranslateReport:
 
 def output_paths(inputs: list[Path], out_dir: Path) -> list[Path]:
     """OUT/<stem>.png per input; two inputs with the same stem would overwrite each other, so refuse."""
-    clashes = [stem for stem, n in Counter(p.stem for p in inputs).items() if n > 1]
-    if clashes:
-        raise ValueError(f"several inputs share the name(s) {clashes}: their outputs would overwrite each other; "
-                         "translate them in separate runs or to separate --out folders")
+    refuse_clashing_stems(inputs, "translate")
     return [out_dir / f"{p.stem}.png" for p in inputs]
 
 

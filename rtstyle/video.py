@@ -12,7 +12,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,8 +19,10 @@ from typing import Callable
 import av
 import numpy as np
 
+from .errors import UserError
+from .io.inputs import refuse_clashing_stems
+from .io.video import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
-from .video_io import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 
 
 @dataclass
@@ -65,14 +66,11 @@ def output_paths(inputs: list[Path], out: Path, model_name: str) -> list[Path]:
     """One input and OUT with a video suffix: OUT itself; otherwise OUT is a folder of `<stem>_<model>.mp4`."""
     if len(inputs) == 1 and not out.is_dir() and out.suffix:
         if out.suffix.lower() not in OUTPUT_FORMATS:
-            raise ValueError(f"--out {out}: a video output must end in one of {', '.join(OUTPUT_FORMATS)}")
+            raise UserError(f"--out {out}: a video output must end in one of {', '.join(OUTPUT_FORMATS)}")
         return [out]
     if out.is_file() or (out.suffix.lower() in OUTPUT_FORMATS and not out.is_dir()):
-        raise ValueError(f"--out {out}: {len(inputs)} inputs need a folder for --out, not a file")
-    clashes = [stem for stem, n in Counter(p.stem for p in inputs).items() if n > 1]
-    if clashes:
-        raise ValueError(f"several inputs share the name(s) {clashes}: their outputs would overwrite each other; "
-                         "convert them in separate runs or to separate --out folders")
+        raise UserError(f"--out {out}: {len(inputs)} inputs need a folder for --out, not a file")
+    refuse_clashing_stems(inputs, "convert")
     return [out / f"{p.stem}_{model_name}.mp4" for p in inputs]
 
 

@@ -10,15 +10,14 @@ downloads, or `latest_net_G_A.pth` from the reference's training) are plain stat
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from .io.files import atomic_write
 from .models import GeneratorConfig, ResnetGenerator
 
 FORMAT_VERSION = 1
@@ -70,23 +69,6 @@ class ModelInfo:
             format_version=version,
             extra=d.get("extra") or {},
         )
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then rename over `path`: a reader never sees a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file or video is meant to be shared
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_generator(generator: ResnetGenerator, path: str | Path, info: ModelInfo | None = None) -> Path:

@@ -73,6 +73,16 @@ def run_cli(*args: str, timeout: float = HANG_GUARD_S, **kwargs) -> subprocess.C
                           timeout=timeout, cwd=kwargs.pop("cwd", ROOT), **kwargs)
 
 
+def run_main(*argv) -> int:
+    """`cli.main` in this process, on the torch backend unless a test names one: what the video and webcam
+    tests check does not depend on the backend, and `auto` could start background int8 builds
+    (tests/test_int8.py covers those). `run_cli` is the same command as a user's subprocess."""
+    import cli
+
+    args = [str(a) for a in argv]
+    return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
+
+
 class StaticServer:
     """A real HTTP server on 127.0.0.1 serving the files of a folder by name.
 

@@ -1,5 +1,5 @@
 """Every registered backend against eager PyTorch fp32: same output within its tolerance, dynamic sizes,
-batch > 1, metadata read back; `--backend auto` choices; the TensorRT engine file and cache rules.
+batch > 1, metadata read back; `--backend auto` choices; the TensorRT backend's pure decisions.
 
 Tolerances (max abs error on generator outputs in [-1, 1]; one uint8 level is 7.8e-3):
 - torch fp32: 0 (it is the reference).
@@ -13,7 +13,6 @@ Tolerances (max abs error on generator outputs in [-1, 1]; one uint8 level is 7.
 from __future__ import annotations
 
 import importlib.util
-import json
 import subprocess
 import sys
 
@@ -21,13 +20,11 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_store
-from rtstyle.artifacts import ArtifactError, ArtifactMeta
 from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend
+from rtstyle.backends.registry import REGISTRY
 from rtstyle.backends.select import Environment, choose_backend
-from rtstyle.engine_file import (MAGIC, EngineKey, Profile, engine_cache_path, read_engine, read_engine_header,
-                                 stale_reason, write_engine)
-from rtstyle.models import GeneratorConfig
-from rtstyle.weights import ModelInfo
+from rtstyle.backends.tensorrt_backend import ALIGNMENT, grown_size, needs_copy
+from rtstyle.formats.metadata import ArtifactError
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -50,7 +47,7 @@ def _skip_reason(backend: str, precision: str) -> str | None:
     if backend in ("onnxruntime", "openvino") and importlib.util.find_spec(backend) is None:
         return f"{backend} is not installed"
     if (backend, precision) == ("openvino", "bf16"):
-        from rtstyle.backends.openvino_backend import cpu_capabilities
+        from rtstyle.formats.openvino import cpu_capabilities
 
         if "BF16" not in cpu_capabilities():
             return "this CPU has no native bf16 for OpenVINO"
@@ -185,75 +182,10 @@ def test_cuda_asked_without_gpu():
         choose_backend("weights", "torch", "cuda", "auto", Environment())
 
 
-# --- TensorRT engine files: header, cache key, staleness (no tensorrt needed) ----------------------------
-def _meta() -> ArtifactMeta:
-    info = ModelInfo(config=GeneratorConfig(ngf=8, n_blocks=2), direction="a->b", name="tiny")
-    return ArtifactMeta(info=info, format="tensorrt", dynamic=True, precision="fp16", source_sha256="ab" * 32)
-
-
-def _key(**changes) -> EngineKey:
-    fields = dict(gpu_name="NVIDIA H200", compute_capability="9.0", tensorrt_version="10.13.0", precision="fp16",
-                  profile=Profile.for_shapes(3, (256, 256), dynamic=True), source_sha256="ab" * 32)
-    fields.update(changes)
-    return EngineKey(**fields)
-
-
-def test_engine_header_round_trip(tmp_path):
-    plan = bytes(range(256)) * 10  # any bytes: the header must not depend on the plan's content
-    path = write_engine(tmp_path / "m.engine", plan, _meta(), _key())
-    meta, key, offset = read_engine_header(path)
-    assert meta == _meta() and key == _key()
-    assert read_engine(path)[2] == plan
-    assert path.read_bytes()[:len(MAGIC)] == MAGIC and offset == path.stat().st_size - len(plan)
-    header = json.loads(path.read_bytes()[len(MAGIC) + 4:offset])
-    assert header["engine_key"]["gpu_name"] == "NVIDIA H200" and header["metadata"]["rtstyle.direction"] == "a->b"
-
-
-def test_foreign_or_broken_engine_files_are_refused(tmp_path):
-    bare = tmp_path / "bare.engine"
-    bare.write_bytes(b"\x00ftrt plan from trtexec")
-    with pytest.raises(ArtifactError, match="no rtstyle header"):
-        read_engine_header(bare)
-    good = write_engine(tmp_path / "m.engine", b"plan", _meta(), _key())
-    cut = tmp_path / "cut.engine"
-    cut.write_bytes(good.read_bytes()[:len(MAGIC) + 10])
-    with pytest.raises(ArtifactError, match="truncated"):
-        read_engine_header(cut)
-    empty = write_engine(tmp_path / "e.engine", b"", _meta(), _key())
-    with pytest.raises(ArtifactError, match="plan is empty"):
-        read_engine(empty)
-
-
-@pytest.mark.parametrize("change,reason", [
-    ({"gpu_name": "NVIDIA A100", "compute_capability": "8.0"}, "built for NVIDIA A100"),
-    ({"compute_capability": "8.9"}, "compute capability 8.9"),
-    ({"tensorrt_version": "10.0.1"}, "TensorRT 10.0.1"),
-    ({"precision": "fp32"}, "built for fp32"),
-    ({"source_sha256": "cd" * 32}, "other weights"),
-    ({"profile": Profile.for_shapes(3, (256, 256), dynamic=False)}, "shape profile"),
-])
-def test_stale_engines_are_detected(change, reason):
-    assert stale_reason(_key(), _key()) is None
-    found = _key(**change)
-    assert reason in stale_reason(found, _key())
-    assert engine_cache_path("tiny", found) != engine_cache_path("tiny", _key())  # never the same cache file
-
-
-def test_profiles():
-    fixed = Profile.for_shapes(3, (360, 640), dynamic=False, max_batch=4)
-    assert fixed.contains((4, 3, 360, 640)) and not fixed.contains((5, 3, 360, 640))
-    assert not fixed.contains((1, 3, 256, 256))
-    dynamic = Profile.for_shapes(3, (256, 256), dynamic=True)
-    assert dynamic.contains((1, 3, 16, 16)) and dynamic.contains((8, 3, 1080, 1920))
-    assert dynamic.opt == (1, 3, 256, 256) and not dynamic.contains((1, 3, 2160, 3840))
-    with pytest.raises(ValueError, match="multiples of 4"):
-        Profile((1, 3, 30, 30), (1, 3, 30, 30), (1, 3, 30, 30))
-
-
 @pytest.mark.cuda
 @pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason=NO_TRT)
 def test_tensorrt_engine_is_cached_and_stale_engines_rebuilt(tiny):
-    from rtstyle.backends.tensorrt_backend import prepare_engine
+    from rtstyle.formats.tensorrt import EngineKey, prepare_engine, read_engine, read_engine_header, write_engine
 
     path, _, _ = tiny
     first = prepare_engine(path, "fp16")
@@ -293,3 +225,63 @@ def test_ctrl_c_still_works_after_an_openvino_backend_is_released_in_another_thr
     result = subprocess.run([sys.executable, "-c", CTRL_C_AFTER_RELEASE, str(tiny_model_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0 and "KeyboardInterrupt" in result.stdout, (result.returncode, result.stderr[-2000:])
+
+
+# --- the TensorRT backend's pure decisions (the CUDA calls around them are cuda-marked above) ------------
+def test_misaligned_strided_or_mistyped_inputs_are_copied_before_tensorrt_reads_them():
+    batch = torch.zeros(2, 3, 4, 4)  # one image is 3*4*4*4 = 192 bytes: batch[1:] starts 192 bytes in
+    view = batch[1:]
+    assert view.data_ptr() - batch.data_ptr() == 192 and view.is_contiguous()
+    aligned = ALIGNMENT * 1000
+    assert not needs_copy(aligned, True, torch.float32, torch.float32)
+    assert needs_copy(aligned + 192, True, torch.float32, torch.float32)  # what batch[1:] on an aligned base is
+    assert needs_copy(aligned, False, torch.float32, torch.float32)  # e.g. a channels-last or transposed view
+    assert needs_copy(aligned, True, torch.float32, torch.float16)  # an fp16 engine fed fp32
+    assert not needs_copy(aligned + ALIGNMENT, True, torch.float16, torch.float16)
+
+
+def test_context_memory_grows_to_the_shapes_used_and_never_shrinks():
+    assert grown_size(0, 0) == 1  # TensorRT rejects a null device-memory pointer
+    assert grown_size(0, 5 << 20) == 5 << 20
+    assert grown_size(5 << 20, 3 << 20) is None  # a smaller size fits: no reallocation per frame-size change
+    assert grown_size(5 << 20, 9 << 20) == 9 << 20
+
+
+def test_auto_skips_an_unsupported_tensorrt_with_the_reason():
+    problem = "TensorRT 11.0.0 found; rtstyle's engine builder is written for TensorRT 10"
+    env = Environment(cuda=True, gpu_name="g", installed=frozenset({"tensorrt"}), tensorrt_problem=problem,
+                      torch_precisions=("fp32", "bf16", "fp16"))
+    choice = choose_backend("weights", "auto", "auto", "auto", env)
+    assert (choice.backend, choice.device, choice.precision) == ("torch", "cuda", "fp16")
+    assert "TensorRT 11.0.0" in choice.reason
+    with pytest.raises(BackendUnavailable, match="TensorRT 11.0.0"):
+        choose_backend("weights", "tensorrt", "cuda", "auto", env)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_onnxruntime_says_when_cuda_fell_back_to_the_cpu(tiny):
+    """A real CPU session: asking it for CUDA must not pass as a CUDA run (what a broken onnxruntime-gpu does)."""
+    import onnxruntime
+
+    from rtstyle.backends.onnxruntime_backend import check_providers, onnx_source
+
+    path, _, _ = tiny
+    session = onnxruntime.InferenceSession(str(onnx_source(path)), providers=["CPUExecutionProvider"])
+    assert session.get_providers()[0] == "CPUExecutionProvider"
+    check_providers(session, "cpu")  # what was asked
+    with pytest.raises(BackendUnavailable, match="fell back to the CPU"):
+        check_providers(session, "cuda")
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_registry_entry_names_its_module_extra_and_kinds(name):
+    import tomllib
+
+    from rtstyle.formats import FORMATS
+
+    entry = REGISTRY[name]
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert entry.extra is None or entry.extra in extras
+    assert set(entry.runs) <= {"weights"} | {f.kind for f in FORMATS.values()}
+    assert callable(entry.create())  # the module imports without its heavy library and has its entry point
+    assert name in BACKENDS and BackendOptions(backend=name).backend == name

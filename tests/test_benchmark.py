@@ -10,13 +10,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 
 import pytest
+import torch
 
 import cli
+from conftest import ROOT
 from rtstyle.backends.select import Environment
-from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, parse_size, sample_frames
-from rtstyle.store import ASSETS_DIR
+from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, sample_frames
+from rtstyle.transforms import parse_hw as parse_size  # the one HxW parser, which --sizes uses
+from rtstyle.store import DEMO_CLIP
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_INT8 = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
@@ -66,7 +71,7 @@ def test_cli_benchmark_writes_records_for_every_variant(tiny_model_path, tmp_pat
 
 def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
     records = measure(str(tiny_model_path), [BASELINE, "torch:bf16"], (32, 48), batch=2, rounds=2, per_round=1,
-                      warmup=1, video=ASSETS_DIR / "demo_clip.mp4", e2e_frames=6, bare_seconds=0.1)
+                      warmup=1, video=DEMO_CLIP, e2e_frames=6, bare_seconds=0.1)
     assert [r.variant for r in records] == [BASELINE, "torch:bf16"]
     record = records[0]
     assert record.size == (32, 48) and record.batch == 2 and record.timed_calls == 2
@@ -85,7 +90,7 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
 
 
 def test_sample_frames_from_video_and_default():
-    frames = sample_frames(4, (40, 48), ASSETS_DIR / "demo_clip.mp4")
+    frames = sample_frames(4, (40, 48), DEMO_CLIP)
     assert frames.shape == (4, 40, 48, 3) and frames.dtype.name == "uint8" and frames.std() > 10
     assert not (frames[0] == frames[-1]).all()  # spread over the clip
     assert sample_frames(7, (32, 32)).shape == (7, 32, 32, 3)  # the 5 held-out frames, cycled
@@ -113,3 +118,33 @@ def test_all_means_what_this_machine_runs():
 def test_cli_refuses_misspelt_variants(tiny_model_path, capsys):
     assert cli.main(["benchmark", "--model", str(tiny_model_path), "--backends", "openvino:int4"]) == 2
     assert "backend[:precision][+compile]" in capsys.readouterr().err
+
+
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU refusal")
+def test_gpu_check_refuses_cleanly_without_a_gpu(tmp_path):
+    out = subprocess.run([sys.executable, str(GPU_CHECK), "--out", str(tmp_path / "g.json")], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "no CUDA GPU" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "g.json").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime")
+def test_gpu_check_dry_run_exercises_every_section_on_the_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("RTSTYLE_HOME", str(tmp_path / "home"))
+    code = ("import runpy, sys\n"
+            "for m in ('cv2', 'av'): sys.modules[m] = None  # the GPU machine may lack OpenCV and PyAV\n"
+            f"sys.argv = ['gpu_check.py', '--dry-run', '--budget', '0.05', '--out', {str(tmp_path / 'g.json')!r}]\n"
+            f"runpy.run_path({str(GPU_CHECK)!r}, run_name='__main__')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "g.json").read_text())
+    rows = report["torch"]
+    assert {(r["precision"], r["cudnn_benchmark"]) for r in rows} == {(p, b) for p in ("bf16", "fp32")
+                                                                     for b in (False, True)}
+    fp32 = [r for r in rows if r["precision"] == "fp32"]
+    assert all(r["max_abs"] == 0.0 and r["fps"] > 0 for r in fp32)  # CPU fp32 against itself: identical
+    assert report["onnxruntime"]["providers"][0] == "CPUExecutionProvider"
+    assert report["onnxruntime"]["max_abs"] < 1e-4

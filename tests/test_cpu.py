@@ -78,7 +78,8 @@ def test_backend_choice_follows_the_cpu_class(cpu_class):
     env = probe()
     assert env.torch_bf16 == (cpu_class == "avx512")
     if HAS_OPENVINO:
-        from rtstyle.backends.openvino_backend import cpu_capabilities, resolve_precision
+        from rtstyle.formats.openvino import cpu_capabilities
+        from rtstyle.backends.openvino_backend import resolve_precision
 
         assert env.openvino_bf16 == (cpu_class == "avx512") and ("BF16" in cpu_capabilities()) == env.openvino_bf16
         assert resolve_precision("auto", cpu_capabilities()) == ("bf16" if cpu_class == "avx512" else "fp32")
@@ -92,7 +93,7 @@ def test_backend_choice_follows_the_cpu_class(cpu_class):
 @pytest.mark.skipif(not HAS_INT8, reason="needs openvino and nncf (the [openvino] extra)")
 def test_int8_names_the_precision_that_really_runs(cpu_class, tiny_model_path):
     from rtstyle.backends.openvino_int8_backend import OpenVinoInt8Backend
-    from rtstyle.quantize import build_int8_openvino, run_hint
+    from rtstyle.formats.int8.quantize import build_int8_openvino, run_hint
     from rtstyle.weights import load_model
 
     rest = "bf16" if cpu_class == "avx512" else "f32"

@@ -13,7 +13,7 @@ import torch
 from conftest import StaticServer, run_cli
 from rtstyle import ModelInfo
 from rtstyle.backends import Backend
-from rtstyle.images import read_image
+from rtstyle.io.images import read_image
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
 from train import datasets
 from train.evaluate import evaluate_paired
@@ -129,7 +129,7 @@ def test_dataset_download_from_mirror_and_its_failures(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     png = (tmp_path / "x.png")
-    from rtstyle.images import write_image
+    from rtstyle.io.images import write_image
 
     write_image(png, np.zeros((4, 4, 3), np.uint8))
     _zip(served / "mini.zip", {f"mini/{d}/a.png": png.read_bytes() for d in ("trainA", "trainB", "testA", "testB")})

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 import cli
+from conftest import tiny_store
 from engines import ExportError, ExportOptions, export_model, parse_hw
 from engines.onnx_export import check_instance_norm
-from conftest import tiny_store
-from rtstyle.artifacts import ArtifactError
 from rtstyle.backends import BackendOptions, create_backend
-from rtstyle.convert import generator_to_onnx, onnx_metadata
-from rtstyle.images import read_image, write_image
+from rtstyle.formats.metadata import ArtifactError, new_meta
+from rtstyle.formats.onnx import generator_to_onnx
+from rtstyle.io.images import read_image, write_image
 from rtstyle.models import GeneratorConfig, ResnetGenerator
 from rtstyle.store import resolve_model
 from rtstyle.weights import ModelInfo, load_model
@@ -105,7 +105,7 @@ def test_graphs_without_per_image_norm_are_rejected(dynamic_onnx):
     instance_info = ModelInfo(config=GeneratorConfig(ngf=8, n_blocks=2))
     # A BatchNorm generator in eval mode: the exporter folds the running statistics into the convs.
     generator = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2, norm="batch")).eval()
-    folded = generator_to_onnx(generator, onnx_metadata(ModelInfo(config=generator.config), "onnx", False, 32, 32))
+    folded = generator_to_onnx(generator, new_meta(ModelInfo(config=generator.config), "onnx", False, 32, 32))
     with pytest.raises(ExportError, match="expected 9 InstanceNormalization nodes .* found 0"):
         check_instance_norm(folded, instance_info)
     # A graph where one norm became BatchNormalization (what a train/eval mix-up produces).
@@ -174,7 +174,8 @@ def test_parse_hw_and_store_lookup(dynamic_onnx, store):
 
 
 def test_runtime_imports_no_engines_and_no_heavy_libraries():
-    code = ("import sys, rtstyle, rtstyle.backends, rtstyle.convert, rtstyle.engine_file, rtstyle.artifacts; "
+    code = ("import sys, rtstyle, rtstyle.backends, rtstyle.formats, rtstyle.formats.onnx, rtstyle.formats.tensorrt, "
+            "rtstyle.formats.metadata; "
             "print([m for m in ('engines', 'cli', 'onnx', 'onnxruntime', 'openvino', 'tensorrt') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout

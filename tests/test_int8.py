@@ -2,7 +2,7 @@
 the fallback rules, metadata read back, `--backend auto` choosing it and caching its per-size builds.
 
 Stated accuracy bound for an accepted int8 model: worst-frame PSNR >= 30 dB (issue 6) of its uint8 output
-against eager fp32 on the held-out real frames (`rtstyle.calibration`), mean abs error <= 0.03 on the
+against eager fp32 on the held-out real frames (`rtstyle.formats.int8.calibration`), mean abs error <= 0.03 on the
 [-1, 1] scale (about 4 uint8 levels). Tiny generator (ngf 8, 2 blocks) at 32-64 px: a build takes seconds.
 """
 
@@ -20,9 +20,10 @@ from conftest import tiny_store
 from rtstyle.backends import BackendOptions, BackendUnavailable, create_backend
 from rtstyle.backends.openvino_int8_backend import STREAM_BATCHES
 from rtstyle.backends.select import Environment, choose_backend
-from rtstyle.calibration import calibration_frames, calibration_indices, heldout_frames, HELDOUT_CLIP_FRAMES
-from rtstyle.quantize import psnr_db, run_hint
-from rtstyle.rewrites import SubPixelConvTranspose, rewrite_error, subpixel_generator
+from rtstyle.formats.int8.calibration import (HELDOUT_CLIP_FRAMES, calibration_frames, calibration_indices,
+                                              heldout_frames)
+from rtstyle.formats.int8.quantize import psnr_db, run_hint
+from rtstyle.formats.int8.rewrites import SubPixelConvTranspose, rewrite_error, subpixel_generator
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
 from rtstyle.weights import load_model
 
@@ -104,7 +105,7 @@ def _heldout_psnr(runner, generator) -> tuple[float, float]:
 def test_int8_export_is_quantised_close_to_fp32_and_self_describing(int8_export, store):
     import openvino as ov
 
-    from rtstyle.convert import read_openvino_meta
+    from rtstyle.formats.openvino import read_openvino_meta
 
     assert int8_export.path == store / f"tiny-{HW[0]}x{HW[1]}-int8_openvino" / "tiny.xml"
     model = ov.Core().read_model(str(int8_export.path))
@@ -148,7 +149,7 @@ def test_rebuild_without_first_and_last_conv_below_target(store, tmp_path):
                           out=tmp_path / "ends", log=said.append)
     import openvino as ov
 
-    from rtstyle.convert import read_openvino_meta
+    from rtstyle.formats.openvino import read_openvino_meta
 
     model = ov.Core().read_model(str(result.path))
     meta = read_openvino_meta(model)
@@ -176,7 +177,7 @@ def test_fallback_to_bf16_is_explained_not_silent(store, tmp_path):
 @needs_int8
 def test_on_the_fly_int8_is_cached_and_falls_back_per_size(store):
     from rtstyle.backends.openvino_int8_backend import OpenVinoInt8Backend
-    from rtstyle.quantize import cached_int8
+    from rtstyle.formats.int8.quantize import cached_int8
 
     said: list[str] = []
     runner = OpenVinoInt8Backend(store / "tiny.safetensors", log=said.append, target_psnr=1000, min_psnr=999,
@@ -206,7 +207,7 @@ def test_auto_picks_int8_says_why_builds_in_the_background_and_reuses_the_cache(
         runner.infer(x)
     assert any("building its int8 model in the background" in s for s in said)
     assert "int8 building in the background" in runner.describe()
-    assert runner.builds[HW].wait(timeout=300) == 0  # a child process: `python -m rtstyle.quantize`
+    assert runner.builds[HW].wait(timeout=300) == 0  # a child process: `python -m rtstyle.formats.int8.quantize`
     worst, _ = _heldout_psnr(runner, generator)  # the next batch picks the finished build up
     assert worst >= 30 and f"int8 at {HW[0]}x{HW[1]}" in runner.describe()
     assert any(f"switches from {run_hint()} to the int8 model" in s for s in said)

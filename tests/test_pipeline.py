@@ -14,10 +14,10 @@ import pytest
 
 from media_helpers import make_clip, one_torch_thread, read_frames, tiny_model  # noqa: F401 (fixtures)
 from rtstyle.backends import BackendOptions, create_backend
-from rtstyle.video import convert_video, output_paths
+from rtstyle.io.video import VideoWriter
 from rtstyle.pipeline import END, STAGES, FrameTranslator, Worker, get
 from rtstyle.transforms import postprocess, preprocess
-from rtstyle.video_io import VideoWriter
+from rtstyle.video import convert_video, output_paths
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_writer_keeps_irregular_timestamps(tmp_path):
 
 
 def test_writer_refuses_to_overwrite_and_leaves_no_temp_on_discard(tmp_path):
-    from rtstyle.video_io import OutputExistsError
+    from rtstyle.io.video import OutputExistsError
 
     (tmp_path / "o.mp4").write_bytes(b"keep")
     with pytest.raises(OutputExistsError):

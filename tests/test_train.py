@@ -10,6 +10,7 @@ swapped (the documented transform B is made of), all shrunk to about 48 px.
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import itertools
 import os
@@ -26,8 +27,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from conftest import run_cli
 from rtstyle.config import add_dataclass_args, dataclass_from_args
-from rtstyle.paths import InputError
+from rtstyle.io.inputs import InputError
 from rtstyle.weights import load_model
 from train.checkpoint import CheckpointError
 from train.config import TrainConfig
@@ -75,9 +77,7 @@ def make_photo_dataset(root: Path, n_a: int = 4, n_b: int = 4, size: int = 48) -
     return root
 
 
-def cli(*args: str, timeout: float = 900, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "cli.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=timeout, **kw)
+cli = functools.partial(run_cli, timeout=900, env=ENV)  # the one subprocess helper, one thread per run
 
 
 def tensors_of(path: Path) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_cli
 from rtstyle import load_generator
-from rtstyle.images import read_image
+from rtstyle.io.images import read_image
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
 
 

@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from conftest import run_main
 from media_helpers import REAL_CLIP, make_clip, one_torch_thread, probe, read_frames, tiny_model  # noqa: F401
 from rtstyle.backends import BackendOptions, create_backend
 from rtstyle.video import ConversionInterrupted, convert_videos
 from rtstyle.pipeline import FrameTranslator
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*argv) -> int:
-    """cli.main in this process, on the torch backend unless a test names one: what these tests check does not
-    depend on the backend, and `auto` could start background int8 builds (tests/test_int8.py covers those)."""
-    args = [str(a) for a in argv]
-    return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
 
 
 def assert_same_timing(src: Path, out: Path) -> None:
@@ -39,7 +32,7 @@ def assert_same_timing(src: Path, out: Path) -> None:
 
 def test_real_clip_keeps_frames_rate_size_and_duration(tiny_model, tmp_path, capsys):
     out = tmp_path / "bottle_out.mp4"
-    assert run_cli("video", REAL_CLIP, "--model", tiny_model, "--out", out, "--size", "64") == 0
+    assert run_main("video", REAL_CLIP, "--model", tiny_model, "--out", out, "--size", "64") == 0
     assert_same_timing(REAL_CLIP, out)
     assert probe(REAL_CLIP).rate == Fraction(179, 6)  # the 29.83 fps of the original footage
     err = capsys.readouterr().err
@@ -54,7 +47,7 @@ def test_real_clip_keeps_frames_rate_size_and_duration(tiny_model, tmp_path, cap
 def test_audio_is_copied_not_reencoded(tiny_model, tmp_path):
     src = make_clip(tmp_path / "talk.mp4", frames=15, rate=Fraction(25, 2), audio="aac")
     out = tmp_path / "talk_out.mp4"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
     assert_same_timing(src, out)
     a, b = probe(src), probe(out)
     assert b.audio_codec == a.audio_codec == "aac"
@@ -65,7 +58,7 @@ def test_audio_is_copied_not_reencoded(tiny_model, tmp_path):
 def test_audio_the_container_cannot_hold_is_reencoded_and_said(tiny_model, tmp_path, capsys):
     src = make_clip(tmp_path / "talk.mkv", frames=10, audio="libopus")  # MOV has no Opus mapping
     out = tmp_path / "talk_out.mov"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
     assert "cannot hold opus; re-encoded to AAC" in capsys.readouterr().err
     a, b = probe(src), probe(out)
     assert (a.audio_codec, b.audio_codec) == ("opus", "aac")
@@ -75,7 +68,7 @@ def test_audio_the_container_cannot_hold_is_reencoded_and_said(tiny_model, tmp_p
 def test_odd_size_and_non_integer_rate_native_size(tiny_model, tmp_path):
     src = make_clip(tmp_path / "odd.mp4", frames=6, width=642, height=362, rate=Fraction(25, 2))
     out = tmp_path / "odd_out.mp4"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "native") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "native") == 0
     assert_same_timing(src, out)
     assert probe(out).rate == Fraction(25, 2)
 
@@ -85,7 +78,7 @@ def test_millisecond_timestamps_keep_the_exact_rate(tiny_model, tmp_path):
     src = make_clip(tmp_path / "cam.mkv", frames=10, rate=Fraction(30))
     assert probe(src).rate == 30
     out = tmp_path / "cam_out.mp4"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
     b = probe(out)
     assert (b.rate, b.frames) == (Fraction(30), 10)
     assert abs(b.duration - 10 / 30) < 1e-3
@@ -95,7 +88,7 @@ def test_rotation_metadata_is_kept(tiny_model, tmp_path):
     src = make_clip(tmp_path / "phone.mp4", frames=4, width=48, height=32, rotation=90)
     assert probe(src).rotation == 90
     out = tmp_path / "phone_out.mp4"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 0
     assert_same_timing(src, out)  # rotation included, frames stay 48x32 as stored
 
 
@@ -104,7 +97,7 @@ def test_several_inputs_write_stem_model_files(tiny_model, tmp_path):
     a = make_clip(tmp_path / "in" / "a.mp4", frames=3)
     b = make_clip(tmp_path / "in" / "b.mkv", frames=4, width=48, height=32)
     out = tmp_path / "out"
-    assert run_cli("video", tmp_path / "in", "--model", tiny_model, "--out", out, "--size", "32") == 0
+    assert run_main("video", tmp_path / "in", "--model", tiny_model, "--out", out, "--size", "32") == 0
     assert sorted(p.name for p in out.iterdir()) == ["a_tiny.mp4", "b_tiny.mp4"]
     assert probe(out / "a_tiny.mp4").frames == 3
     assert (probe(out / "b_tiny.mp4").frames, probe(out / "b_tiny.mp4").width) == (4, 48)
@@ -116,14 +109,14 @@ def test_undecodable_input_is_skipped_and_exit_code_says_so(tiny_model, tmp_path
     bad = tmp_path / "notes.mp4"
     bad.write_text("this is not a video\n")
     out = tmp_path / "out"
-    assert run_cli("video", bad, good, "--model", tiny_model, "--out", out, "--size", "32") == 1
+    assert run_main("video", bad, good, "--model", tiny_model, "--out", out, "--size", "32") == 1
     err = capsys.readouterr().err
     assert "notes.mp4" in err and "not a readable video" in err
     assert (out / "good_tiny.mp4").exists() and not (out / "notes_tiny.mp4").exists()
 
 
 def test_missing_input_is_an_error(tiny_model, tmp_path, capsys):
-    assert run_cli("video", tmp_path / "nope.mp4", "--model", tiny_model, "--out", tmp_path / "o.mp4") == 2
+    assert run_main("video", tmp_path / "nope.mp4", "--model", tiny_model, "--out", tmp_path / "o.mp4") == 2
     assert "input not found" in capsys.readouterr().err
 
 
@@ -131,16 +124,16 @@ def test_existing_output_needs_overwrite(tiny_model, tmp_path, capsys):
     src = make_clip(tmp_path / "c.mp4", frames=3)
     out = tmp_path / "c_out.mp4"
     out.write_bytes(b"precious")
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 1
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32") == 1
     assert "--overwrite" in capsys.readouterr().err
     assert out.read_bytes() == b"precious"
-    assert run_cli("video", src, "--model", tiny_model, "--out", out, "--size", "32", "--overwrite") == 0
+    assert run_main("video", src, "--model", tiny_model, "--out", out, "--size", "32", "--overwrite") == 0
     assert probe(out).frames == 3
 
 
 def test_several_inputs_refuse_a_file_output(tiny_model, tmp_path, capsys):
     a, b = make_clip(tmp_path / "a.mp4", frames=2), make_clip(tmp_path / "b.mp4", frames=2)
-    assert run_cli("video", a, b, "--model", tiny_model, "--out", tmp_path / "x.mp4") == 2
+    assert run_main("video", a, b, "--model", tiny_model, "--out", tmp_path / "x.mp4") == 2
     assert "need a folder" in capsys.readouterr().err
 
 

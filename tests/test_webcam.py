@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cli
+from conftest import run_main
 from media_helpers import (MJPEGServer, make_clip, one_torch_thread, pattern, probe, read_frames,  # noqa: F401
                            read_index, tiny_model)
 from rtstyle.backends import Backend, BackendOptions, create_backend
-from rtstyle.images import read_image, write_image
+from rtstyle.io.images import read_image, write_image
+from rtstyle.io.sources import StreamSource, open_source
 from rtstyle.live import LiveOptions, run_live
 from rtstyle.pipeline import FrameTranslator
-from rtstyle.sources import StreamSource, open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,17 +31,10 @@ def moving(i: int) -> np.ndarray:
     return pattern(i, 64, 96)  # 96 wide: room for the 12-bit frame index stamped in its top row
 
 
-def run_cli(*argv) -> int:
-    """cli.main in this process, on the torch backend unless a test names one: what these tests check does not
-    depend on the backend, and `auto` could start background int8 builds (tests/test_int8.py covers those)."""
-    args = [str(a) for a in argv]
-    return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
-
-
 def test_records_a_translated_http_mjpeg_stream(tiny_model, tmp_path):
     out = tmp_path / "rec.mp4"
     with MJPEGServer(moving, fps=25) as server:
-        assert run_cli("webcam", "--model", tiny_model, "--source", server.url, "--no-show", "--record", out,
+        assert run_main("webcam", "--model", tiny_model, "--source", server.url, "--no-show", "--record", out,
                        "--max-frames", 8, "--size", 32) == 0
     p = probe(out)
     assert (p.frames, p.width, p.height) == (8, 96, 64)
@@ -103,45 +96,45 @@ def test_unreachable_stream_is_a_clear_error(tiny_model, capsys):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert run_cli("webcam", "--model", tiny_model, "--source", f"http://127.0.0.1:{port}/stream.mjpg",
+    assert run_main("webcam", "--model", tiny_model, "--source", f"http://127.0.0.1:{port}/stream.mjpg",
                    "--no-show") == 2
     err = capsys.readouterr().err
     assert f"could not open stream http://127.0.0.1:{port}/stream.mjpg" in err and "refused" in err.lower()
 
 
 def test_missing_camera_says_what_to_try(tiny_model, capsys):
-    assert run_cli("webcam", "--model", tiny_model, "--source", "63", "--no-show") == 2
+    assert run_main("webcam", "--model", tiny_model, "--source", "63", "--no-show") == 2
     err = capsys.readouterr().err
     assert "could not open camera 63" in err and "another index" in err
 
 
 def test_missing_source_file(tiny_model, tmp_path, capsys):
-    assert run_cli("webcam", "--model", tiny_model, "--source", tmp_path / "nope.mp4", "--no-show") == 2
+    assert run_main("webcam", "--model", tiny_model, "--source", tmp_path / "nope.mp4", "--no-show") == 2
     assert "not found" in capsys.readouterr().err
 
 
 def test_no_display_is_a_clear_error(tiny_model, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    assert run_cli("webcam", "--model", tiny_model, "--source", "0") == 2
+    assert run_main("webcam", "--model", tiny_model, "--source", "0") == 2
     err = capsys.readouterr().err
     assert "no display" in err and "--no-show" in err
     monkeypatch.setenv("DISPLAY", ":87")  # set, but no X server behind it
-    assert run_cli("webcam", "--model", tiny_model, "--source", "0") == 2
+    assert run_main("webcam", "--model", tiny_model, "--source", "0") == 2
     assert "cannot connect to the X display" in capsys.readouterr().err
 
 
 def test_existing_recording_needs_overwrite(tiny_model, tmp_path, capsys):
     out = tmp_path / "rec.mp4"
     out.write_bytes(b"keep")
-    assert run_cli("webcam", "--model", tiny_model, "--source", tmp_path, "--no-show", "--record", out) == 2
+    assert run_main("webcam", "--model", tiny_model, "--source", tmp_path, "--no-show", "--record", out) == 2
     assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep"
 
 
 def test_video_file_source_translates_every_frame_with_its_timing(tiny_model, tmp_path):
     clip = make_clip(tmp_path / "clip.mp4", frames=9, rate=Fraction(25, 2))
     out = tmp_path / "rec.mp4"
-    assert run_cli("webcam", "--model", tiny_model, "--source", clip, "--no-show", "--record", out,
+    assert run_main("webcam", "--model", tiny_model, "--source", clip, "--no-show", "--record", out,
                    "--size", 32) == 0
     p = probe(out)
     assert (p.frames, p.rate) == (9, Fraction(25, 2))

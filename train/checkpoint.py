@@ -3,7 +3,7 @@
 `last.pt` holds everything needed to continue bit for bit: the four networks, both optimisers, the lr
 schedule's position, the grad scaler, and per process the two image pools and the torch / CUDA / numpy /
 Python RNG states, plus the epoch, the batches done in it and the step count. It is written atomically (temporary
-file, fsync, rename; `rtstyle.weights.atomic_write`), so a `kill -9` at any moment leaves the previous
+file, fsync, rename; `rtstyle.io.files.atomic_write`), so a `kill -9` at any moment leaves the previous
 checkpoint intact, and read with `torch.load(weights_only=True)`: tensors and plain containers only.
 `G_A.safetensors` (A -> B) and `G_B.safetensors` (B -> A) are the generators in the native weights format,
 with their direction (and, for a fine-tuned or continued run, the model each started from under "init_from"),
@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtstyle.weights import ModelInfo, atomic_write, save_generator
+from rtstyle.io.files import atomic_write
+from rtstyle.weights import ModelInfo, save_generator
 
 from .config import RESUMABLE, TrainConfig
 from .finetune import generator_origins

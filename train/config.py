@@ -15,14 +15,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtstyle.models import GeneratorConfig
+from rtstyle.models import NORMS, GeneratorConfig
 
 from .networks import DISCRIMINATORS, INIT_TYPES
 from .schedule import LR_POLICIES
 
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-NORMS = ("instance", "batch", "none")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 GAN_MODES = ("lsgan", "vanilla", "wgangp")  # reference networks.GANLoss
 DIRECTIONS = ("AtoB", "BtoA")
@@ -202,7 +201,7 @@ class TrainConfig:
         return cls(**cls.complete(d))
 
     def save_json(self, path: Path) -> None:
-        from rtstyle.weights import atomic_write
+        from rtstyle.io.files import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

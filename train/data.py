@@ -8,7 +8,7 @@ unless `serial_batches`. Preprocessing is the reference's torchvision pipeline (
 flips when a uniform draw is < 0.5, and `ToTensor` + `Normalize(0.5, 0.5)` maps to [-1, 1]. One deviation:
 modes without a crop (`scale_width`, `none`) end with the reference's `__make_power_2(base=4)` resize, so
 the generator's output always has its input's size (the reference applies it to `none` only). Files are
-decoded by `rtstyle.images.read_image`, the runtime's decoder (gray, alpha, 16-bit and EXIF orientation
+decoded by `rtstyle.io.images.read_image`, the runtime's decoder (gray, alpha, 16-bit and EXIF orientation
 handled), where the reference uses PIL's `convert('RGB')`.
 
 Randomness is a pure function of (seed, epoch, index): every item draws its B partner, crops and flips from
@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rtstyle.images import read_image
-from rtstyle.paths import IMAGE_SUFFIXES, InputError
+from rtstyle.io.images import read_image
+from rtstyle.io.inputs import IMAGE_SUFFIXES, InputError
 from rtstyle.transforms import MULTIPLE, frames_to_tensor
 
 from .config import TrainConfig

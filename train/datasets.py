@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from rtstyle.download import DownloadError, download_file
-from rtstyle.images import write_image
+from rtstyle.io.images import write_image
 
 # (package, path inside it) of the colour photographs used, split by role. The two motorcycle images are
 # a stereo pair of one scene, so they stay in the same domain. Only everyday scenes: the Hubble deep field

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from rtstyle.backends import Backend
-from rtstyle.images import read_image
-from rtstyle.paths import IMAGE_SUFFIXES
+from rtstyle.io.images import read_image
+from rtstyle.io.inputs import IMAGE_SUFFIXES
 from rtstyle.transforms import postprocess, preprocess
 
 

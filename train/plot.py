@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rtstyle.paths import InputError
-from rtstyle.weights import atomic_write
+from rtstyle.io.files import atomic_write
+from rtstyle.io.inputs import InputError
 
 from .records import read_rows
 

@@ -18,9 +18,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from rtstyle.images import write_image
+from rtstyle.io.files import atomic_write
+from rtstyle.io.images import write_image
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.weights import atomic_write
 
 from .trainer import LOSS_KEYS
 

@@ -2,7 +2,8 @@
 
 `create_backend(model, options)` returns a `Backend` (see `base.py` for the call every backend answers).
 `model` is weights (.safetensors/.pth, or a store name) or an exported artifact (.onnx, .engine, an
-OpenVINO .xml or folder); the artifact's own metadata says what it is. `--backend auto` is decided by
+OpenVINO .xml or folder); it is resolved once (`rtstyle.formats.open_model`) into a `ModelRef` whose
+kind, metadata and hash travel down to the backend, which `registry.REGISTRY` names. `--backend auto` is decided by
 `select.choose_backend` and the reason is printed. Heavy optional libraries (onnxruntime, openvino,
 tensorrt) are imported inside their own module so `import rtstyle` works without them.
 """
@@ -16,12 +17,13 @@ from typing import Callable
 
 import torch
 
-from ..artifacts import artifact_kind
-from ..store import resolve_model
-from .base import Backend, BackendUnavailable
+from ..errors import BackendUnavailable, UserError
+from ..formats import open_model
+from .base import Backend
+from .registry import REGISTRY
 from .select import Choice, choose_backend, probe
 
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino", "tensorrt")
+BACKENDS = ("auto", *REGISTRY)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 Log = Callable[[str], None]
@@ -38,6 +40,8 @@ class BackendOptions:
         "choices": PRECISIONS})
     compile: bool = field(default=False, metadata={"help": "torch backend: torch.compile the generator "
                                                            "(slow first frame per size, faster after)"})
+    cudnn_benchmark: bool = field(default=False, metadata={"help": "torch backend on CUDA: let cuDNN time its "
+                                                                   "convolution algorithms per input size"})
 
 
 def _stderr(message: str) -> None:
@@ -50,55 +54,23 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     `log` receives the auto-selection reason and progress (on-the-fly export, engine builds); stderr by default.
     """
     if options.backend not in BACKENDS:
-        raise ValueError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
+        raise UserError(f"unknown backend {options.backend!r}; choose one of {', '.join(BACKENDS)}")
     if options.precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise UserError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
     log = log or (lambda message: None)
     if options.compile and options.backend == "auto":
         log("--compile given: using the torch backend (torch.compile)")
         options = replace(options, backend="torch")
-    path = resolve_model(model)
-    kind = artifact_kind(path)
-    choice = choose_backend(kind, options.backend, options.device, options.precision, probe())
+    ref = open_model(model)  # resolved once: path, kind, metadata and hash travel down from here
+    choice = choose_backend(ref.kind, options.backend, options.device, options.precision, probe())
     if options.backend == "auto":
         log(f"backend auto -> {choice.backend} ({choice.precision}, {choice.device}): {choice.reason}")
     if options.compile and choice.backend != "torch":
-        raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
-    backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8")
+        raise UserError(f"--compile applies to the torch backend only, not {choice.backend}")
+    backend = REGISTRY[choice.backend].create()(ref, choice, options, log)
+    backend.ref = ref  # what --model resolved to (path, kind, metadata, sha256)
     backend.choice = choice
     return backend
-
-
-def _instantiate(choice: Choice, path: Path, log: Log, compile: bool = False, asked_int8: bool = False) -> Backend:
-    if choice.backend == "torch":
-        from ..weights import load_model
-        from .torch_backend import TorchBackend
-
-        generator, info = load_model(path)
-        return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=compile)
-    if choice.backend == "onnxruntime":
-        from .onnxruntime_backend import OnnxRuntimeBackend, onnx_source
-
-        return OnnxRuntimeBackend(onnx_source(path, log), device=choice.device)
-    if choice.backend == "openvino":
-        from .openvino_backend import OpenVinoBackend
-
-        if choice.precision == "int8" and artifact_kind(path) == "weights":
-            from .openvino_int8_backend import OpenVinoInt8Backend
-
-            from .openvino_int8_backend import STREAM_BATCHES
-
-            # Asked for: built on first use, waited for. Chosen by auto: built in the background once a size
-            # makes a stream, bf16 meanwhile (see openvino_int8_backend).
-            return OpenVinoInt8Backend(path, log=log, build_after=1 if asked_int8 else STREAM_BATCHES,
-                                       background=not asked_int8)
-
-        return OpenVinoBackend(path, precision=choice.precision, log=log)
-    if choice.backend == "tensorrt":
-        from .tensorrt_backend import TensorRTBackend, prepare_engine
-
-        return TensorRTBackend(prepare_engine(path, precision=choice.precision, log=log), device=choice.device)
-    raise ValueError(f"unknown backend {choice.backend!r}")
 
 
 def resolve_device(device: str) -> str:

@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import BackendUnavailable
 from ..transforms import frames_to_tensor, tensor_to_frames
 from ..weights import ModelInfo
 
-
-class BackendUnavailable(RuntimeError):
-    """The backend's library or device is missing; the message says what to install."""
+__all__ = ["Backend", "BackendUnavailable"]
 
 
 class Backend:

@@ -7,60 +7,20 @@ the IR, so one artifact serves both. bf16 keeps f32's exponent (no overflow in I
 level) against fp32 here, at 3.4x the speed of eager torch fp32. An int8 IR (`export --format openvino
 --int8`, metadata precision "int8") runs its quantised convolutions in int8 and the rest in bf16/f32;
 int8 straight from weights, built per input size on first use, is `openvino_int8_backend`. openvino is
-imported only in the backends and in `rtstyle.convert` / `rtstyle.quantize`.
+imported inside `rtstyle.formats.openvino`, which also makes, reads and compiles the IR this backend runs.
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..artifacts import INPUT_NAME, ArtifactError, artifact_kind, openvino_xml
-from ..cpu import cpu_features
+from ..formats.metadata import INPUT_NAME
+from ..formats.openvino import OV_PRECISION, compile_cpu, cpu_capabilities, load_openvino_model
 from .base import Backend, BackendUnavailable
-
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-
-
-def import_openvino():
-    try:
-        import openvino
-    except ImportError as e:
-        raise BackendUnavailable(f"the openvino backend needs OpenVINO ({e}); install it with "
-                                 "`pip install -e '.[openvino]'`") from None
-    return openvino
-
-
-@functools.cache
-def openvino_core():
-    """The process's one OpenVINO Core, created on first use and never released.
-
-    OpenVINO's CPU plugin installs its own alternate signal stack on the thread that first compiles a model
-    (usually the main thread) and unmaps it when the plugin unloads with the last Core, restoring the old
-    one only on the thread that drops that Core. Dropped from another thread (a pipeline worker, the garbage
-    collector), the main thread keeps a dangling alternate stack, and the next signal it handles, a Ctrl-C,
-    kills the process with SIGSEGV instead of raising KeyboardInterrupt (tests/test_backends.py reproduces
-    it). One Core for the process's lifetime keeps the plugin, and that stack, loaded.
-    """
-    return import_openvino().Core()
-
-
-def cpu_capabilities() -> set[str]:
-    """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino.
-
-    'BF16' counts only where `rtstyle.cpu`'s probe finds native bf16: OpenVINO reads CPUID itself and so
-    ignores the probe's overrides (and lists BF16 under ONEDNN_MAX_CPU_ISA=AVX2, where no bf16 kernel runs).
-    """
-    try:
-        core = openvino_core()
-    except BackendUnavailable:
-        return set()
-    capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    return capabilities if cpu_features().bf16 else capabilities - {"BF16"}
 
 
 def resolve_precision(precision: str, capabilities: set[str]) -> str:
@@ -72,44 +32,6 @@ def resolve_precision(precision: str, capabilities: set[str]) -> str:
         raise BackendUnavailable(f"--precision {precision}: this CPU has no native {precision} for OpenVINO "
                                  f"(capabilities {sorted(capabilities)}); use --precision fp32 or auto")
     return precision
-
-
-def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads: int | None = None):
-    """Compile for the CPU with the LATENCY hint (one stream, every thread on one request: batch-1 video).
-
-    `hint` is OpenVINO's INFERENCE_PRECISION_HINT ("f32", "bf16"); `shape` reshapes a copy of the model to
-    that static input shape first (faster kernels for int8 IRs; the IR on disk keeps its own shape).
-    """
-    core = openvino_core()
-    if shape is not None:
-        model = model.clone()
-        model.reshape(list(shape))
-    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config)
-
-
-def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
-    """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached)."""
-    from ..convert import cached_openvino, read_onnx_meta, read_openvino_meta
-
-    core = openvino_core()
-    kind = artifact_kind(model_path)
-    if kind == "openvino":
-        xml = openvino_xml(model_path)
-        model = core.read_model(str(xml))
-        return model, read_openvino_meta(model, str(xml))
-    if kind == "onnx":
-        import onnx
-
-        meta = read_onnx_meta(onnx.load(str(model_path), load_external_data=False), str(model_path))
-        return core.read_model(str(model_path)), meta
-    if kind == "weights":
-        xml = cached_openvino(Path(model_path), log)
-        model = core.read_model(str(xml))
-        return model, read_openvino_meta(model, str(xml))
-    raise ArtifactError(f"{model_path}: OpenVINO cannot run a {kind} artifact; use --backend {kind}")
 
 
 class OpenVinoBackend(Backend):
@@ -166,3 +88,17 @@ def _int8_summary(meta) -> str:
         return meta.size_policy
     return (f"{meta.size_policy}, {record.get('recipe')}: worst PSNR {record.get('psnr_min_db')} dB vs fp32 "
             f"on {len(record.get('heldout', []))} held-out frames")
+
+
+def create(ref, choice, options, log) -> Backend:
+    """The registry's entry point: an IR / ONNX / weights on OpenVINO; int8 from weights is built per size.
+
+    Asked for (--precision int8): built on first use, waited for. Chosen by auto: built in the background once
+    a size makes a stream, bf16 meanwhile (see openvino_int8_backend).
+    """
+    if choice.precision == "int8" and ref.kind == "weights":
+        from .openvino_int8_backend import STREAM_BATCHES, OpenVinoInt8Backend
+
+        asked = options.precision == "int8"
+        return OpenVinoInt8Backend(ref.path, log=log, build_after=1 if asked else STREAM_BATCHES, background=not asked)
+    return OpenVinoBackend(ref.path, precision=choice.precision, log=log)

@@ -1,6 +1,6 @@
 """OpenVINO int8 straight from weights: the CPU fast path `--backend auto` picks (issue 6).
 
-An int8 model is calibrated and checked for one input size (`rtstyle.quantize`), so this backend builds
+An int8 model is calibrated and checked for one input size (`rtstyle.formats.int8.quantize`), so this backend builds
 (or finds in the cache) one per (h, w) and keeps it compiled for each batch size it sees; video and
 webcam keep one size, so that is one build per model and size, ever. A build takes minutes on a small
 CPU (85 s for the full generator at 256x256 here), so two policies:
@@ -9,7 +9,7 @@ CPU (85 s for the full generator at 256x256 here), so two policies:
 - `--backend auto` (`background=True, build_after=STREAM_BATCHES`): a size without a cached build runs
   OpenVINO bf16 (the plain IR) at once; once that size has come `STREAM_BATCHES` times (a video or webcam
   stream, not a handful of photos or a clip too short to repay a build) its int8 build starts in a child
-  process (`python -m rtstyle.quantize`, one at a time:
+  process (`python -m rtstyle.formats.int8.quantize`, one at a time:
   a thread would share the GIL, and OpenVINO's threads abort the interpreter if it exits mid-build), and
   the first batch after it finishes switches to int8. A live stream never stalls for quantisation; when
   the process ends first the child is stopped and the build left undone (the cache is written
@@ -31,11 +31,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..artifacts import INPUT_NAME, MULTIPLE, ArtifactError
+from ..formats.metadata import INPUT_NAME, ArtifactError
+from ..formats.openvino import OV_PRECISION, compile_cpu, cpu_capabilities, import_openvino, openvino_core
+from ..transforms import MULTIPLE
 from ..weights import load_model
 from .base import Backend
-from .openvino_backend import (OV_PRECISION, compile_cpu, cpu_capabilities, import_openvino, openvino_core,
-                              resolve_precision)
+from .openvino_backend import resolve_precision
 
 
 # Batches of one size after which `--backend auto` starts that size's int8 build. A build costs minutes of
@@ -43,6 +44,7 @@ from .openvino_backend import (OV_PRECISION, compile_cpu, cpu_capabilities, impo
 # repays itself after a few hundred frames; 30 keeps short clips, live previews and photo folders free of
 # it while any longer video starts it within its first seconds.
 STREAM_BATCHES = 30
+CHILD_MODULE = "rtstyle.formats.int8.quantize"  # `python -m` of it builds one size in a child process
 
 
 class OpenVinoInt8Backend(Backend):
@@ -53,7 +55,7 @@ class OpenVinoInt8Backend(Backend):
                  build_after: int = 1, background: bool = False, **thresholds) -> None:
         """`build_after`: the batch of a new size that starts its int8 build; `background`: build in a child process.
 
-        `thresholds`: `target_psnr`, `min_psnr`, `calibration_count` for `rtstyle.quantize.cached_int8`.
+        `thresholds`: `target_psnr`, `min_psnr`, `calibration_count` for `rtstyle.formats.int8.quantize.cached_int8`.
         """
         import_openvino()
         self.path = Path(weights_path)
@@ -67,13 +69,13 @@ class OpenVinoInt8Backend(Backend):
         self.builds: dict[tuple[int, int], subprocess.Popen] = {}  # background builds, one running at a time
         self.requests: dict[tuple, tuple] = {}  # (b, h, w, final) -> (request, output)
         if background:  # the plain IR is what runs first: convert it now, not during the first frame
-            from ..convert import cached_openvino
+            from ..formats.openvino import cached_openvino
 
             cached_openvino(self.path, self.log)
 
     # --- which model runs a size -------------------------------------------------------------------------
     def _finish(self, hw: tuple[int, int], decision) -> None:
-        from ..convert import cached_openvino, read_openvino_meta
+        from ..formats.openvino import cached_openvino, read_openvino_meta
 
         core = openvino_core()
         if isinstance(decision, BaseException):
@@ -96,7 +98,7 @@ class OpenVinoInt8Backend(Backend):
         self.final[hw] = (model, what)
 
     def _build(self, hw: tuple[int, int]):
-        from ..quantize import cached_int8
+        from ..formats.int8.quantize import cached_int8
 
         try:
             return cached_int8(self.path, hw, self.log, **self.thresholds)
@@ -109,27 +111,27 @@ class OpenVinoInt8Backend(Backend):
         args = [f"--{key.replace('_', '-')}={value}" for key, value in self.thresholds.items()]
         package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very rtstyle
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        child = subprocess.Popen([sys.executable, "-m", "rtstyle.quantize", str(self.path), f"{hw[0]}x{hw[1]}", *args],
+        child = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, str(self.path), f"{hw[0]}x{hw[1]}", *args],
                                  stdout=subprocess.DEVNULL, env=env, start_new_session=True)  # no terminal Ctrl-C
         self.builds[hw] = child
         atexit.register(_stop, child)
 
     def _collect(self, hw: tuple[int, int]) -> bool:
         """Whether the background build of `hw` has ended; its result (or failure) becomes final."""
-        from ..quantize import cached_int8
+        from ..formats.int8.quantize import cached_int8
 
         code = self.builds[hw].poll()
         if code is None:
             return False
         found = cached_int8(self.path, hw, build=False, **self.thresholds) if code == 0 else None
-        self._finish(hw, found if found is not None else RuntimeError(f"python -m rtstyle.quantize exited {code}"))
+        self._finish(hw, found if found is not None else RuntimeError(f"python -m {CHILD_MODULE} exited {code}"))
         if found is not None and found.xml is not None:
             self.log(f"int8: {hw[0]}x{hw[1]} switches from {self.rest} to the int8 model built in the background")
         return True
 
     def _model(self, hw: tuple[int, int]) -> tuple[object, bool]:
         """(model, final) for inputs of `hw`: the int8 (or fallback) model, or the plain IR meanwhile."""
-        from ..quantize import cached_int8
+        from ..formats.int8.quantize import cached_int8
 
         if hw in self.final:
             return self.final[hw][0], True
@@ -147,7 +149,7 @@ class OpenVinoInt8Backend(Backend):
             if all(child.poll() is not None for child in self.builds.values()):  # one build at a time
                 self._start_build(hw)
         if hw not in self.interim:
-            from ..convert import cached_openvino
+            from ..formats.openvino import cached_openvino
 
             if self.build_after > 1 and self.seen[hw] < self.build_after:
                 self.log(f"int8: {hw[0]}x{hw[1]} has no int8 build yet: {self.rest}, and int8 built in the "

@@ -3,7 +3,7 @@
 Order (issues 5 and 6): TensorRT when it is installed and a CUDA GPU is present (FP16 engine, built and
 cached on first use); else torch on CUDA in fp16; else, on the CPU, the fastest installed of OpenVINO int8
 (weights only: NNCF post-training quantisation of the convolutions, accuracy-checked, built per input size
-on first use, see `rtstyle.quantize`), OpenVINO bf16 (where the CPU has native bf16), torch bf16, ONNX
+on first use, see `rtstyle.formats.int8.quantize`), OpenVINO bf16 (where the CPU has native bf16), torch bf16, ONNX
 Runtime; else torch fp32. The CPU ranking is measured, not assumed: full generator, 256x256, batch 1, 2
 threads of an AMD EPYC (Zen 4, AVX512_BF16 and VNNI, no AMX), interleaved runs on a shared machine:
 OpenVINO int8 6.15x eager torch fp32 (32 dB worst-frame PSNR vs fp32; 5.86x at 42 dB with the first and
@@ -23,17 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from ..cpu import cpu_features
-from ..quantize import MIN_PSNR
+from .registry import REGISTRY
 
-# The pip extra that brings each optional backend (pyproject.toml [project.optional-dependencies]).
-EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
-# Which artifact kinds (rtstyle.artifacts.KINDS) each backend can run; weights are exported on the fly.
-RUNS = {
-    "torch": ("weights",),
-    "onnxruntime": ("weights", "onnx"),
-    "openvino": ("weights", "onnx", "openvino"),
-    "tensorrt": ("weights", "onnx", "tensorrt"),
-}
+# Read from the one backend map: the pip extra of each optional backend, the artifact kinds each runs.
+EXTRAS = {name: entry.extra for name, entry in REGISTRY.items() if entry.extra}
+RUNS = {name: entry.runs for name, entry in REGISTRY.items()}
 
 
 @dataclass(frozen=True)
@@ -48,6 +42,7 @@ class Environment:
     openvino_int8: bool = False  # OpenVINO reports INT8 for this CPU and nncf (to build int8 models) is installed
     torch_bf16: bool = False  # oneDNN has native bf16 kernels for this CPU
     torch_precisions: tuple = ("fp32",)  # what this build's TorchBackend accepts
+    tensorrt_problem: str | None = None  # why an installed tensorrt cannot be used (not 10.x), if it cannot
 
 
 @dataclass(frozen=True)
@@ -69,6 +64,7 @@ def torch_backend_precisions() -> tuple[str, ...]:
 
 def probe() -> Environment:
     installed = frozenset(name for name in EXTRAS if importlib.util.find_spec(name) is not None)
+    trt_problem = _tensorrt_problem() if "tensorrt" in installed else None
     cuda = torch.cuda.is_available()
     ort_cuda = False
     if "onnxruntime" in installed:
@@ -77,7 +73,7 @@ def probe() -> Environment:
         ort_cuda = "CUDAExecutionProvider" in onnxruntime.get_available_providers()
     ov_bf16 = ov_int8 = False
     if "openvino" in installed:
-        from .openvino_backend import cpu_capabilities
+        from ..formats.openvino import cpu_capabilities
 
         capabilities = cpu_capabilities()
         ov_bf16 = "BF16" in capabilities
@@ -91,19 +87,37 @@ def probe() -> Environment:
         openvino_int8=ov_int8,
         torch_bf16=cpu_features().bf16 is not None,
         torch_precisions=torch_backend_precisions(),
+        tensorrt_problem=trt_problem,
     )
 
 
-def require_installed(backend: str, env: Environment) -> None:
-    from .base import BackendUnavailable
+def _tensorrt_problem() -> str | None:
+    """Why the installed tensorrt cannot build rtstyle's engines; None when it is a usable 10.x.
 
+    Importing it is the only reliable check: `pip install tensorrt` now brings 11, which removed the weakly
+    typed network API, and counting it as usable made `auto` choose it and then fail.
+    """
+    try:
+        import tensorrt
+    except Exception as e:  # a broken install raises OSError/ImportError from its CUDA libraries
+        return f"tensorrt does not import ({type(e).__name__}: {e})"
+    from ..formats.tensorrt import version_problem
+
+    return version_problem(getattr(tensorrt, "__version__", "unknown"))
+
+
+def require_installed(backend: str, env: Environment) -> None:
+    from ..errors import BackendUnavailable
+
+    if backend == "tensorrt" and "tensorrt" in env.installed and env.tensorrt_problem:
+        raise BackendUnavailable(f"--backend tensorrt: {env.tensorrt_problem}")
     if backend in EXTRAS and backend not in env.installed:
         raise BackendUnavailable(f"--backend {backend} is not installed here: `pip install -e '.[{EXTRAS[backend]}]'`")
 
 
 def choose_backend(kind: str, backend: str, device: str, precision: str, env: Environment) -> Choice:
     """The backend for a model of `kind` given the --backend/--device/--precision values and the machine."""
-    from .base import BackendUnavailable
+    from ..errors import BackendUnavailable
 
     if device.startswith("cuda") and not env.cuda:
         raise BackendUnavailable(f"--device {device} asked for, but no CUDA GPU is usable here; use --device cpu")
@@ -135,14 +149,16 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
             raise BackendUnavailable("--precision int8 runs on the CPU (OpenVINO); use --device cpu or auto")
         return _choose_cpu(kind, precision, env)
     if on_gpu:
-        if "tensorrt" in env.installed and precision in ("auto", "fp16", "fp32"):
+        usable_trt = "tensorrt" in env.installed and not env.tensorrt_problem
+        if usable_trt and precision in ("auto", "fp16", "fp32"):
             prec = "fp32" if precision == "fp32" else "fp16"
             return Choice("tensorrt", gpu, prec, f"TensorRT is installed and a CUDA GPU ({env.gpu_name}) is present: "
                                                  f"{prec} engine, built and cached on first use")
-        hint = "install the [tensorrt] extra for the fastest GPU path"
+        hint = (f"TensorRT not used: {env.tensorrt_problem}" if env.tensorrt_problem else
+                "install the [tensorrt] extra for the fastest GPU path")
         if kind == "weights":
             prec = "fp32" if "fp16" not in env.torch_precisions else ("fp16" if precision == "auto" else precision)
-            return Choice("torch", gpu, prec, f"CUDA GPU ({env.gpu_name}) present, TensorRT not installed ({hint}): "
+            return Choice("torch", gpu, prec, f"CUDA GPU ({env.gpu_name}) present, no usable TensorRT ({hint}): "
                                               f"torch {prec}")
         if env.onnxruntime_cuda:
             return Choice("onnxruntime", gpu, "fp32", f"ONNX graph on a CUDA GPU without TensorRT ({hint}): "
@@ -151,7 +167,8 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
 
 
 def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
-    from .base import BackendUnavailable
+    from ..errors import BackendUnavailable
+    from ..formats.int8.quantize import MIN_PSNR  # here: the int8 format pulls in the frame readers
 
     measured = "measured fastest CPU path here (see rtstyle/backends/select.py)"
     if precision == "int8" and kind not in ("weights", "openvino"):
@@ -192,7 +209,7 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
 
 
 def _explicit_precision(backend: str, device: str, precision: str, env: Environment, kind: str = "weights") -> str:
-    from .base import BackendUnavailable
+    from ..errors import BackendUnavailable
 
     if backend == "torch":
         if precision == "auto":

@@ -14,9 +14,10 @@ import contextlib
 import torch
 
 from ..cpu import BF16_FLAGS, cpu_features
+from ..errors import BackendUnavailable, UserError
 from ..models import ResnetGenerator
 from ..weights import ModelInfo
-from .base import Backend, BackendUnavailable
+from .base import Backend
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,7 +29,7 @@ def choose_precision(requested: str, device: torch.device, flags: set[str] | Non
     `flags` (CPU flags) and `cuda_bf16` are probed when not given; tests pass them to cover other machines.
     """
     if requested not in ("auto", *DTYPES):
-        raise ValueError(f"unknown precision {requested!r}; choose auto, fp32, bf16 or fp16")
+        raise UserError(f"unknown precision {requested!r}; choose auto, fp32, bf16 or fp16")
     kind = device.type
     if kind == "cpu":
         native = cpu_features().bf16 if flags is None else next((f for f in BF16_FLAGS if f in flags), None)
@@ -60,10 +61,20 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, generator: ResnetGenerator, info: ModelInfo, device: str = "cpu", precision: str = "auto",
-                 compile: bool = False, channels_last: bool | None = None) -> None:
+                 compile: bool = False, channels_last: bool | None = None, cudnn_benchmark: bool = False) -> None:
         super().__init__(info)
         self.device = torch.device(device)
         self.precision, self.precision_reason = choose_precision(precision, self.device)
+        if self.device.type == "cuda":
+            # Process-wide switches, set for what this backend was asked: cuDNN runs fp32 convolutions in TF32
+            # (10-bit mantissa) by default, which is not the fp32 an accuracy baseline means; and
+            # cudnn.benchmark times the convolution algorithms once per input shape (slow first frame of each
+            # size, faster after; `--cudnn-benchmark`).
+            if self.precision == "fp32":
+                torch.backends.cudnn.allow_tf32 = False
+                torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = cudnn_benchmark
+        self.cudnn_benchmark = cudnn_benchmark
         self.dtype = DTYPES[self.precision]
         self.compiled = compile
         self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
@@ -79,6 +90,7 @@ class TorchBackend(Backend):
         mode = "torch.compile" if self.compiled else "eager"
         autocast = f"{self.precision} autocast" if self.dtype is not None else "fp32"
         layout = ", channels_last" if self.channels_last else ""
+        layout += ", cudnn.benchmark" if self.cudnn_benchmark and self.device.type == "cuda" else ""
         return f"torch {mode} {autocast} on {self.device}{layout} ({self.precision_reason})"
 
     def _autocast(self):
@@ -102,3 +114,12 @@ class TorchBackend(Backend):
             raise BackendUnavailable(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
                                      "run without --compile, or install a C++ compiler / Triton") from e
         return y.float().cpu()
+
+
+def create(ref, choice, options, log) -> TorchBackend:
+    """The registry's entry point: the generator of a resolved weights file (`ModelRef`) as `choice` says."""
+    from ..weights import load_model
+
+    generator, info = load_model(ref.path)
+    return TorchBackend(generator, info, device=choice.device, precision=choice.precision, compile=options.compile,
+                        cudnn_benchmark=options.cudnn_benchmark)

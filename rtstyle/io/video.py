@@ -133,6 +133,24 @@ class VideoReader:
         self.close()
 
 
+def read_frames(path: str | Path, count: int | None = None) -> list[np.ndarray]:
+    """Every frame of a video (`count` None), or `count` frames spread evenly over it, as RGB uint8 (h, w, 3).
+
+    The one way a whole clip is read (int8 calibration, benchmark accuracy frames): the same PyAV decoder, and
+    so the same pixels and rotation, as every video the CLI converts.
+    """
+    with VideoReader(path) as reader:
+        total = reader.info.frames
+        if count is None or total <= 0:  # a container that does not say its length: decode it all, then pick
+            frames = [frame for frame, _ in reader]
+        else:
+            wanted = set(np.linspace(0, total - 1, count).round().astype(int).tolist())
+            frames = [frame for index, (frame, _) in enumerate(reader) if index in wanted]
+    if count is not None and len(frames) > count:
+        frames = [frames[i] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
+    return frames
+
+
 def _output_time_base(rate: Fraction, time_base: Fraction | None) -> Fraction:
     """A time base in which both the input's timestamps and the exact frame grid 1/rate are integers.
 

@@ -6,7 +6,7 @@ generator at 256x256: 6.15x eager torch fp32 in the same run, 32 dB worst PSNR a
    every convolution can run in int8.
 2. OpenVINO conversion at a fixed (h, w): static shapes let the CPU plugin pick its brgconv int8 kernels
    (a dynamic-shape compile of the same IR ran 15% slower here).
-3. `nncf.quantize` on real calibration frames (`rtstyle.calibration`), MIXED preset (symmetric
+3. `nncf.quantize` on real calibration frames (`rtstyle.formats.int8.calibration`), MIXED preset (symmetric
    per-channel weights, asymmetric activations), fast bias correction, and *no* quantisers on MVN
    (InstanceNorm) inputs or residual Adds: NNCF's default also quantises those, and 8-bit residual streams
    and pre-norm activations cost ~7 dB (25 dB instead of 32). Everything not quantised runs in bf16 where
@@ -33,12 +33,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .artifacts import ArtifactMeta, library_versions, sha256_file
+from ...io.files import atomic_write
+from ...models import ResnetGenerator
+from ...transforms import frames_to_tensor, parse_hw, tensor_to_frames
+from ...weights import ModelInfo, WeightsError
+from ..metadata import ArtifactMeta, library_versions, sha256_file
 from .calibration import CALIBRATION_COUNT, calibration_frames, heldout_frames
-from .models import ResnetGenerator
 from .rewrites import EXACT_TOLERANCE, rewrite_error, subpixel_generator
-from .transforms import frames_to_tensor, tensor_to_frames
-from .weights import ModelInfo, WeightsError, atomic_write
 
 RECIPE_VERSION = 1  # bump when the recipe changes: cached builds of older recipes are not reused
 TARGET_PSNR = 32.0  # dB, worst held-out frame: all-convolution int8 accepted at or above this
@@ -85,7 +86,7 @@ def psnr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 def run_hint() -> str:
     """OpenVINO inference precision for what is not quantised: bf16 where the CPU has it, else f32."""
-    from .backends.openvino_backend import cpu_capabilities
+    from ..openvino import cpu_capabilities
 
     return "bf16" if "BF16" in cpu_capabilities() else "f32"
 
@@ -130,7 +131,7 @@ def quantize_convolutions(model, calibration: list[np.ndarray], keep_ends: bool,
 
 def _check(model, inputs: torch.Tensor, reference: np.ndarray, hint: str) -> tuple[float, float, float, float]:
     """(worst PSNR, mean PSNR, max abs, mean abs) of the compiled `model` against eager fp32, frame by frame."""
-    from .backends.openvino_backend import compile_cpu
+    from ..openvino import compile_cpu
 
     request = compile_cpu(model, hint, shape=(1, *inputs.shape[1:])).create_infer_request()
     psnrs, worst_abs, mean_abs = [], 0.0, []
@@ -150,7 +151,8 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
 
     `overflow`: NNCF's overflow fix, `overflow_fix()` when None (`benchmarks/int8_overflow.py` compares them).
     """
-    from .convert import generator_to_openvino, onnx_metadata
+    from ..openvino import generator_to_openvino
+    from ..metadata import new_meta
 
     log = log or (lambda message: None)
     generator = generator.eval().float().cpu()
@@ -163,7 +165,7 @@ def build_int8_openvino(generator: ResnetGenerator, info: ModelInfo, hw: tuple[i
     if error > EXACT_TOLERANCE:
         raise WeightsError(f"sub-pixel rewrite of the transposed convolutions is off by {error:.3g} "
                            f"(> {EXACT_TOLERANCE}); this generator cannot take the int8 path")
-    meta = onnx_metadata(info, "openvino", False, *hw, source_sha256=source_sha256)
+    meta = new_meta(info, "openvino", False, *hw, source_sha256=source_sha256)
     fp32_model = generator_to_openvino(rewritten, meta, batch=1)
     calibration = calibration_frames(hw, calibration_count)
     hint, overflow = run_hint(), overflow or overflow_fix()
@@ -214,7 +216,7 @@ class Int8Decision:
 
 def int8_cache_path(weights_path: Path, digest: str, hw: tuple[int, int], target_psnr: float, min_psnr: float,
                     calibration_count: int) -> Path:
-    from .store import cache_dir
+    from ...store import cache_dir
 
     # The CPU class is part of the key: the precision of what is not quantised (bf16 or f32) differs by it.
     tag = f"r{RECIPE_VERSION}-t{target_psnr:g}-m{min_psnr:g}-c{calibration_count}-{run_hint()}"
@@ -228,8 +230,8 @@ def cached_int8(weights_path: Path, hw: tuple[int, int], log: Log | None = None,
 
     With `build=False`, only what the cache holds (the IR or the fallback decision), else None.
     """
-    from .convert import save_openvino
-    from .weights import load_model
+    from ..openvino import save_openvino
+    from ...weights import load_model
 
     weights_path = Path(weights_path)
     digest = sha256_file(weights_path)
@@ -256,18 +258,18 @@ def cached_int8(weights_path: Path, hw: tuple[int, int], log: Log | None = None,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m rtstyle.quantize WEIGHTS HxW`: what the int8 backend runs in a child process to build."""
+    """`python -m rtstyle.formats.int8.quantize WEIGHTS HxW`: what the int8 backend runs in a child process to build."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m rtstyle.quantize", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m rtstyle.formats.int8.quantize", description=main.__doc__)
     parser.add_argument("weights", type=Path)
     parser.add_argument("size", help="HxW, multiples of 4")
     parser.add_argument("--target-psnr", type=float, default=TARGET_PSNR)
     parser.add_argument("--min-psnr", type=float, default=MIN_PSNR)
     parser.add_argument("--calibration-count", type=int, default=CALIBRATION_COUNT)
     args = parser.parse_args(argv)
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    h, w = parse_hw(args.size)
     decision = cached_int8(args.weights, (h, w), lambda message: print(message, file=sys.stderr, flush=True),
                            target_psnr=args.target_psnr, min_psnr=args.min_psnr,
                            calibration_count=args.calibration_count)

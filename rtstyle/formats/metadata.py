@@ -5,7 +5,8 @@ a runtime reads it instead of flags): the generator config, direction and traini
 plus how the graph must be fed: NCHW RGB float32 in [-1, 1], sides multiples of 4, and either a fixed
 (h, w) or any size (`--dynamic`). `ArtifactMeta.to_strings()` gives a flat {str: str} map stored as ONNX
 `metadata_props`, OpenVINO `rt_info` and the JSON header of an `.engine` file; `from_strings` reads it back.
-No heavy import here: this module is imported by every backend and by `rtstyle.store`.
+`new_meta` is the one builder of a new artifact's metadata and `cached_conversion` the one cache of
+on-the-fly conversions. No heavy import here: every format and backend module imports this one.
 """
 
 from __future__ import annotations
@@ -16,23 +17,22 @@ from dataclasses import dataclass, field, replace
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from .weights import ModelInfo, WeightsError
+from ..errors import UserError
+from ..transforms import MULTIPLE
+from ..weights import ModelInfo, WeightsError
 
 ARTIFACT_VERSION = 1
 INPUT_NAME = "input"  # (b, 3, h, w) float32, RGB, [-1, 1]
 OUTPUT_NAME = "output"  # (b, 3, h, w) float32, RGB, [-1, 1] (tanh)
 INPUT_RANGE = (-1.0, 1.0)  # reference transform: Normalize((0.5,) * 3, (0.5,) * 3)
-MULTIPLE = 4  # two stride-2 downsamplings (models.ResnetGenerator)
 PREFIX = "rtstyle."  # namespace of our keys inside metadata_props / rt_info
 
-# Artifact kinds a --model path can be; "weights" are .safetensors / .pth files loaded into torch.
-KINDS = ("weights", "onnx", "tensorrt", "openvino")
+# Artifact kind of each --model suffix; "weights" are .safetensors / .pth files loaded into torch.
 SUFFIX_KIND = {".safetensors": "weights", ".pth": "weights", ".pt": "weights", ".onnx": "onnx",
                ".engine": "tensorrt", ".xml": "openvino"}
-ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")
 
 
-class ArtifactError(WeightsError):
+class ArtifactError(WeightsError, UserError):
     """An artifact that cannot be used (no rtstyle metadata, wrong input size); the message says why."""
 
 
@@ -40,6 +40,8 @@ def artifact_kind(path: str | Path) -> str:
     """'weights', 'onnx', 'tensorrt' or 'openvino' for an existing path (an OpenVINO folder counts)."""
     path = Path(path)
     if path.is_dir():
+        from .openvino import openvino_xml
+
         openvino_xml(path)  # raises with a clear message when the folder holds no IR
         return "openvino"
     kind = SUFFIX_KIND.get(path.suffix.lower())
@@ -47,18 +49,6 @@ def artifact_kind(path: str | Path) -> str:
         raise ArtifactError(f"{path}: unknown model format {path.suffix!r}; expected "
                             f"{', '.join(SUFFIX_KIND)} or an OpenVINO folder")
     return kind
-
-
-def openvino_xml(path: str | Path) -> Path:
-    """The .xml of an OpenVINO IR given as the .xml itself or as the folder holding it."""
-    path = Path(path)
-    if path.is_file():
-        return path
-    xmls = sorted(path.glob("*.xml"))
-    if len(xmls) != 1:
-        raise ArtifactError(f"{path}: an OpenVINO folder must hold exactly one .xml (with its .bin), "
-                            f"found {[p.name for p in xmls]}")
-    return xmls[0]
 
 
 @dataclass(frozen=True)
@@ -158,7 +148,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def library_versions(*names: str) -> dict[str, str]:
     """Installed versions of the named distributions (absent ones are skipped), plus rtstyle's."""
-    from . import __version__
+    from .. import __version__
 
     found = {"rtstyle": __version__}
     for name in names:
@@ -172,3 +162,33 @@ def library_versions(*names: str) -> dict[str, str]:
 def norm_layer_count(info: ModelInfo) -> int:
     """InstanceNorm layers in a ResNet generator: c7s1, two downs, two per block, two ups."""
     return 5 + 2 * info.config.n_blocks
+
+
+def new_meta(info: ModelInfo, fmt: str, dynamic: bool, height: int | None, width: int | None,
+             source_sha256: str | None = None, **changes) -> ArtifactMeta:
+    """The metadata of a new artifact of `fmt`; a fixed (h, w) is dropped for a dynamic one.
+
+    Format-specific fields (ONNX opset, library versions, TensorRT profile) are set by the format's module.
+    """
+    return ArtifactMeta(info=info, format=fmt, dynamic=dynamic, height=None if dynamic else height,
+                        width=None if dynamic else width, source_sha256=source_sha256, **changes)
+
+
+def cached_conversion(weights_path: Path, kind: str, suffix: str, make, log) -> Path:
+    """`make(target, generator, meta)` once per weights content, kept under `$RTSTYLE_HOME/cache/<kind>`.
+
+    The on-the-fly artifacts `--backend onnxruntime/openvino/tensorrt` need for a weights file; each takes
+    seconds to make, so they are keyed by the weights' sha256 and reused.
+    """
+    from ..store import cache_dir
+    from ..weights import load_model
+
+    digest = sha256_file(weights_path)
+    target = cache_dir() / kind / f"{weights_path.stem}-{digest[:16]}{suffix}"
+    if target.is_file():
+        return target
+    if log:
+        log(f"converting {weights_path.name} to {kind} once (cached in {target.parent})")
+    generator, info = load_model(weights_path)
+    make(target, generator, new_meta(info, kind, True, None, None, source_sha256=digest))
+    return target

@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .transforms import to_rgb_uint8
-from .weights import atomic_write
+from ..transforms import to_rgb_uint8
+from .files import atomic_write
 
 
 class ImageReadError(ValueError):

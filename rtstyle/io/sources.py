@@ -21,10 +21,10 @@ from typing import Callable
 import av
 import numpy as np
 
+from ..transforms import to_rgb_uint8
 from .images import ImageReadError, read_image
-from .paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .transforms import to_rgb_uint8
-from .video_io import VideoReader, VideoReadError
+from .inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .video import VideoReader, VideoReadError
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 

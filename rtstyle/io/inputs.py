@@ -13,6 +13,18 @@ class InputError(FileNotFoundError):
     """An input that names nothing; the message says what was expected."""
 
 
+def refuse_clashing_stems(inputs: list[Path], verb: str) -> None:
+    """Raise when two inputs share a file stem: their outputs (named by stem) would overwrite each other."""
+    from collections import Counter
+
+    from ..errors import UserError
+
+    clashes = [stem for stem, n in Counter(p.stem for p in inputs).items() if n > 1]
+    if clashes:
+        raise UserError(f"several inputs share the name(s) {clashes}: their outputs would overwrite each other; "
+                        f"{verb} them in separate runs or to separate --out folders")
+
+
 def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
     """Files as given, folders' files with `suffixes` (sorted), globs' matches; duplicates dropped, order kept."""
     found: list[Path] = []

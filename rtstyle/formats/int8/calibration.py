@@ -17,11 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import read_image
-from .store import ASSETS_DIR
-from .transforms import frames_to_tensor, resize_frames
+from ...store import ASSETS_DIR, DEMO_CLIP  # the clip: 120 frames, 640x360
+from ...transforms import frames_to_tensor, resize_frames
 
-CLIP = ASSETS_DIR / "demo_clip.mp4"  # 120 frames, 640x360
 CALIBRATION_PHOTO = "webcam.jpg"
 HELDOUT_PHOTOS = ("bottle.jpg", "webcam_f45.jpg")
 HELDOUT_CLIP_FRAMES = (17, 57, 97)  # between the calibration frames, never one of them
@@ -29,23 +27,11 @@ BOTTLE_PHOTO_CLIP_FRAME = 60  # bottle.jpg is frame 300 of the source video, the
 CALIBRATION_COUNT = 20  # NNCF's statistics settle well before this on the generator (issue 6 research)
 
 
-def read_clip(path: Path = CLIP) -> list[np.ndarray]:
-    """Every frame of a short clip as RGB uint8 (h, w, 3) (OpenCV decodes; the clip is small)."""
-    import cv2
+def read_clip(path: Path = DEMO_CLIP) -> list[np.ndarray]:
+    """Every frame of a short clip as RGB uint8 (h, w, 3), decoded by `rtstyle.io.video` (the clip is small)."""
+    from ...io.video import read_frames
 
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    try:
-        while True:
-            ok, bgr = capture.read()
-            if not ok:
-                break
-            frames.append(np.ascontiguousarray(bgr[:, :, ::-1]))
-    finally:
-        capture.release()
-    if not frames:
-        raise ValueError(f"{path}: no frame could be decoded")
-    return frames
+    return read_frames(path)
 
 
 def fit_frame(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -75,12 +61,16 @@ def calibration_frames(hw: tuple[int, int], count: int = CALIBRATION_COUNT) -> l
     """`count` calibration inputs, each (1, 3, h, w) float32 in [-1, 1]: clip frames and the webcam photo."""
     clip = read_clip()
     frames = [clip[i] for i in calibration_indices(len(clip), count - 1)]
+    from ...io.images import read_image
+
     frames.append(read_image(ASSETS_DIR / CALIBRATION_PHOTO))
     return [frames_to_tensor(fit_frame(f, hw)).numpy() for f in frames[:count]]
 
 
 def heldout_frames(hw: tuple[int, int]) -> tuple[list[str], np.ndarray]:
     """(names, uint8 frames (n, h, w, 3)) for accuracy checks; none of them is a calibration frame."""
+    from ...io.images import read_image
+
     clip = read_clip()
     names = [f"demo_clip.mp4#{i}" for i in HELDOUT_CLIP_FRAMES] + list(HELDOUT_PHOTOS)
     frames = [clip[i] for i in HELDOUT_CLIP_FRAMES] + [read_image(ASSETS_DIR / n) for n in HELDOUT_PHOTOS]

@@ -1,0 +1,189 @@
+"""OpenVINO IR: making it from a generator, reading its metadata, and the process's one Core that compiles it.
+
+`generator_to_openvino` converts the torch module (InstanceNorm becomes one MVN op), `write_rt_info` /
+`read_openvino_meta` store and read the artifact metadata in the IR's rt_info, `save_openvino` writes the
+.xml + .bin so that no reader sees half of them, and `cached_openvino` is the on-the-fly conversion of a
+weights file that `--backend openvino` runs (cached by content hash). `openvino_core` and `compile_cpu` are
+here rather than in the backend because the int8 format (`rtstyle.formats.int8`) compiles to measure its
+accuracy and a format never imports a backend. openvino is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..cpu import cpu_features
+from ..errors import BackendUnavailable
+from ..models import ResnetGenerator
+from .metadata import (INPUT_NAME, OUTPUT_NAME, PREFIX, ArtifactError, ArtifactMeta, artifact_kind, cached_conversion,
+                       library_versions)
+
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def import_openvino():
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendUnavailable(f"the openvino backend needs OpenVINO ({e}); install it with "
+                                 "`pip install -e '.[openvino]'`") from None
+    return openvino
+
+
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO Core, created on first use and never released.
+
+    OpenVINO's CPU plugin installs its own alternate signal stack on the thread that first compiles a model
+    (usually the main thread) and unmaps it when the plugin unloads with the last Core, restoring the old
+    one only on the thread that drops that Core. Dropped from another thread (a pipeline worker, the garbage
+    collector), the main thread keeps a dangling alternate stack, and the next signal it handles, a Ctrl-C,
+    kills the process with SIGSEGV instead of raising KeyboardInterrupt (tests/test_backends.py reproduces
+    it). One Core for the process's lifetime keeps the plugin, and that stack, loaded.
+    """
+    return import_openvino().Core()
+
+
+def cpu_capabilities() -> set[str]:
+    """OpenVINO's CPU optimisation capabilities, e.g. {'FP32', 'BF16', 'INT8'}; empty without openvino.
+
+    'BF16' counts only where `rtstyle.cpu`'s probe finds native bf16: OpenVINO reads CPUID itself and so
+    ignores the probe's overrides (and lists BF16 under ONEDNN_MAX_CPU_ISA=AVX2, where no bf16 kernel runs).
+    """
+    try:
+        core = openvino_core()
+    except BackendUnavailable:
+        return set()
+    capabilities = set(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return capabilities if cpu_features().bf16 else capabilities - {"BF16"}
+
+
+def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads: int | None = None):
+    """Compile for the CPU with the LATENCY hint (one stream, every thread on one request: batch-1 video).
+
+    `hint` is OpenVINO's INFERENCE_PRECISION_HINT ("f32", "bf16"); `shape` reshapes a copy of the model to
+    that static input shape first (faster kernels for int8 IRs; the IR on disk keeps its own shape).
+    """
+    core = openvino_core()
+    if shape is not None:
+        model = model.clone()
+        model.reshape(list(shape))
+    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return core.compile_model(model, "CPU", config)
+
+
+def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
+    """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached)."""
+    from .onnx import read_onnx_meta
+
+    core = openvino_core()
+    kind = artifact_kind(model_path)
+    if kind == "openvino":
+        xml = openvino_xml(model_path)
+        model = core.read_model(str(xml))
+        return model, read_openvino_meta(model, str(xml))
+    if kind == "onnx":
+        import onnx
+
+        meta = read_onnx_meta(onnx.load(str(model_path), load_external_data=False), str(model_path))
+        return core.read_model(str(model_path)), meta
+    if kind == "weights":
+        xml = cached_openvino(Path(model_path), log)
+        model = core.read_model(str(xml))
+        return model, read_openvino_meta(model, str(xml))
+    raise ArtifactError(f"{model_path}: OpenVINO cannot run a {kind} artifact; use --backend {kind}")
+
+
+def openvino_xml(path: str | Path) -> Path:
+    """The .xml of an OpenVINO IR given as the .xml itself or as the folder holding it."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    xmls = sorted(path.glob("*.xml"))
+    if len(xmls) != 1:
+        raise ArtifactError(f"{path}: an OpenVINO folder must hold exactly one .xml (with its .bin), "
+                            f"found {[p.name for p in xmls]}")
+    return xmls[0]
+
+
+def generator_to_openvino(generator: ResnetGenerator, meta: ArtifactMeta, batch: int | None = None):
+    """The generator as an `openvino.Model` (converted from the torch module) with `meta` in its rt_info.
+
+    `batch` fixes the batch size as well (with a fixed-size `meta`): the int8 path calibrates and compiles
+    fully static graphs, the recipe measured for issue 6 (a static IR can still be reshaped to another batch
+    size before compiling).
+
+    OpenVINO's PyTorch frontend turns aten::instance_norm into MVN (per-image mean/variance), the
+    inference semantics we want; `engines.openvino_export` checks the op counts.
+    """
+    import openvino as ov
+
+    generator = generator.eval().float().cpu()
+    h, w = (-1, -1) if meta.dynamic else (meta.height, meta.width)
+    example = torch.zeros(1, generator.config.input_nc, 64 if meta.dynamic else h, 64 if meta.dynamic else w)
+    # From the nn.Module (OpenVINO traces it): InstanceNorm becomes one MVN op. Converting a torch.export
+    # program instead decomposes it into ReduceMean/Sub/Sqrt chains (slower); the ONNX route adds shape
+    # subgraphs. torch.jit's deprecation warnings from that tracing are OpenVINO's business, not the user's.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = ov.convert_model(generator, example_input=example,
+                                 input=[ov.PartialShape([batch or -1, generator.config.input_nc, h, w])])
+    model.inputs[0].get_tensor().set_names({INPUT_NAME})
+    model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    write_rt_info(model, meta.with_format("openvino", opset=None, versions=library_versions("torch", "openvino")))
+    return model
+
+
+def write_rt_info(model, meta: ArtifactMeta) -> None:
+    """Store `meta` in the model's rt_info under "rtstyle" (saved in the .xml, read by `read_openvino_meta`)."""
+    for key, value in meta.to_strings().items():
+        model.set_rt_info(value, ["rtstyle", key[len(PREFIX):]])
+
+
+def read_openvino_meta(model, where: str = "OpenVINO model") -> ArtifactMeta:
+    if not model.has_rt_info(["rtstyle", "model"]):
+        return ArtifactMeta.from_strings({}, where)  # raises with the explanation
+    rt = model.get_rt_info()["rtstyle"]
+    strings = {f"rtstyle.{key}": model.get_rt_info(["rtstyle", key]).astype(str) for key in rt.keys()}
+    return ArtifactMeta.from_strings(strings, where)
+
+
+def save_openvino(model, xml_path: Path) -> Path:
+    """Write an IR (.xml + .bin) so that a reader never sees half of it: both go to a temporary folder first.
+
+    Weights stay f32 (`compress_to_fp16=False`, whose default would round them to fp16): the inference
+    precision is chosen at load time from the CPU, and f32 weights keep the f32 path exact.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    import openvino as ov
+
+    xml_path = Path(xml_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    try:
+        ov.save_model(model, str(tmp / xml_path.name), compress_to_fp16=False)
+        bin_path = xml_path.with_suffix(".bin")
+        os.replace(tmp / bin_path.name, bin_path)  # .bin first: an .xml never points at a missing .bin
+        os.replace(tmp / xml_path.name, xml_path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return xml_path
+
+
+def cached_openvino(weights_path: Path, log: Callable[[str], None] | None = None) -> Path:
+    """A dynamic OpenVINO IR (.xml + .bin) of a weights file, made once and kept in the cache."""
+    def make(target: Path, generator: ResnetGenerator, meta: ArtifactMeta) -> None:
+        save_openvino(generator_to_openvino(generator, meta), target)
+
+    return cached_conversion(Path(weights_path), "openvino", ".xml", make, log)
