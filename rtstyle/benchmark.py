@@ -61,9 +61,9 @@ def available_variants(env: Environment | None = None) -> list[str]:
     """What `--backends all` measures here: every installed backend at each precision this machine runs."""
     env = env or probe()
     found = [BASELINE]
-    if env.torch_bf16 and "bf16" in env.torch_precisions:
+    if env.torch_bf16:
         found.append("torch:bf16")
-    if env.cuda and "fp16" in env.torch_precisions:
+    if env.cuda:
         found.append("torch:fp16")
     if "onnxruntime" in env.installed:
         found.append("onnxruntime:fp32")

@@ -137,23 +137,20 @@ def test_bad_sizes_are_refused_with_a_message(tiny):
 
 # --- --backend auto: a pure function of the model kind, the options and the machine -----------------------
 CPU_OV = Environment(installed=frozenset({"onnxruntime", "openvino"}), openvino_bf16=True, torch_bf16=True)
-GPU_TRT = Environment(cuda=True, gpu_name="NVIDIA H200", installed=frozenset({"tensorrt", "onnxruntime"}),
-                      torch_precisions=("fp32", "bf16", "fp16"))
+GPU_TRT = Environment(cuda=True, gpu_name="NVIDIA H200", installed=frozenset({"tensorrt", "onnxruntime"}))
 
 
 @pytest.mark.parametrize("kind,env,device,precision,expected", [
     ("weights", GPU_TRT, "auto", "auto", ("tensorrt", "cuda", "fp16")),
     ("onnx", GPU_TRT, "auto", "auto", ("tensorrt", "cuda", "fp16")),
-    ("weights", Environment(cuda=True, gpu_name="g", torch_precisions=("fp32", "bf16", "fp16")), "auto", "auto",
-     ("torch", "cuda", "fp16")),
+    ("weights", Environment(cuda=True, gpu_name="g"), "auto", "auto", ("torch", "cuda", "fp16")),
     ("weights", GPU_TRT, "cpu", "auto", ("onnxruntime", "cpu", "fp32")),
     ("weights", CPU_OV, "auto", "auto", ("openvino", "cpu", "bf16")),
     ("weights", CPU_OV, "auto", "fp32", ("openvino", "cpu", "fp32")),
     ("weights", Environment(installed=frozenset({"openvino"})), "auto", "auto", ("openvino", "cpu", "fp32")),
-    ("weights", Environment(installed=frozenset({"onnxruntime"}), torch_bf16=True,
-                            torch_precisions=("fp32", "bf16", "fp16")), "auto", "auto", ("torch", "cpu", "bf16")),
     ("weights", Environment(installed=frozenset({"onnxruntime"}), torch_bf16=True), "auto", "auto",
-     ("onnxruntime", "cpu", "fp32")),
+     ("torch", "cpu", "bf16")),
+    ("weights", Environment(installed=frozenset({"onnxruntime"})), "auto", "auto", ("onnxruntime", "cpu", "fp32")),
     ("weights", Environment(), "auto", "auto", ("torch", "cpu", "fp32")),
     ("onnx", CPU_OV, "auto", "auto", ("openvino", "cpu", "bf16")),
     ("openvino", CPU_OV, "auto", "auto", ("openvino", "cpu", "auto")),
@@ -249,8 +246,7 @@ def test_context_memory_grows_to_the_shapes_used_and_never_shrinks():
 
 def test_auto_skips_an_unsupported_tensorrt_with_the_reason():
     problem = "TensorRT 11.0.0 found; rtstyle's engine builder is written for TensorRT 10"
-    env = Environment(cuda=True, gpu_name="g", installed=frozenset({"tensorrt"}), tensorrt_problem=problem,
-                      torch_precisions=("fp32", "bf16", "fp16"))
+    env = Environment(cuda=True, gpu_name="g", installed=frozenset({"tensorrt"}), tensorrt_problem=problem)
     choice = choose_backend("weights", "auto", "auto", "auto", env)
     assert (choice.backend, choice.device, choice.precision) == ("torch", "cuda", "fp16")
     assert "TensorRT 11.0.0" in choice.reason

@@ -111,7 +111,7 @@ def test_all_means_what_this_machine_runs():
     cpu = Environment(installed=frozenset({"onnxruntime", "openvino"}), openvino_bf16=True, openvino_int8=True)
     assert available_variants(cpu) == [BASELINE, "onnxruntime:fp32", "openvino:fp32", "openvino:bf16",
                                        "openvino:int8"]
-    gpu = Environment(cuda=True, installed=frozenset({"tensorrt"}), torch_precisions=("fp32", "bf16", "fp16"))
+    gpu = Environment(cuda=True, installed=frozenset({"tensorrt"}))
     assert available_variants(gpu) == [BASELINE, "torch:fp16", "tensorrt:fp16"]
 
 

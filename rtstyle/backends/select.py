@@ -17,7 +17,6 @@ literal environments.
 from __future__ import annotations
 
 import importlib.util
-import inspect
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +40,6 @@ class Environment:
     openvino_bf16: bool = False  # OpenVINO reports native BF16 for this CPU
     openvino_int8: bool = False  # OpenVINO reports INT8 for this CPU and nncf (to build int8 models) is installed
     torch_bf16: bool = False  # oneDNN has native bf16 kernels for this CPU
-    torch_precisions: tuple = ("fp32",)  # what this build's TorchBackend accepts
     tensorrt_problem: str | None = None  # why an installed tensorrt cannot be used (not 10.x), if it cannot
 
 
@@ -51,15 +49,6 @@ class Choice:
     device: str  # "cpu" or "cuda[:N]"
     precision: str  # "fp32", "bf16", "fp16", "int8", or "auto" (the backend resolves it, e.g. OpenVINO's bf16/f32)
     reason: str
-
-
-def torch_backend_precisions() -> tuple[str, ...]:
-    """Precisions the installed TorchBackend takes (its `precision` argument arrives with the runtime issue)."""
-    from .torch_backend import TorchBackend
-
-    if "precision" in inspect.signature(TorchBackend.__init__).parameters:
-        return ("fp32", "bf16", "fp16")
-    return ("fp32",)
 
 
 def probe() -> Environment:
@@ -86,7 +75,6 @@ def probe() -> Environment:
         openvino_bf16=ov_bf16,
         openvino_int8=ov_int8,
         torch_bf16=cpu_features().bf16 is not None,
-        torch_precisions=torch_backend_precisions(),
         tensorrt_problem=trt_problem,
     )
 
@@ -157,7 +145,7 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
         hint = (f"TensorRT not used: {env.tensorrt_problem}" if env.tensorrt_problem else
                 "install the [tensorrt] extra for the fastest GPU path")
         if kind == "weights":
-            prec = "fp32" if "fp16" not in env.torch_precisions else ("fp16" if precision == "auto" else precision)
+            prec = "fp16" if precision == "auto" else precision
             return Choice("torch", gpu, prec, f"CUDA GPU ({env.gpu_name}) present, no usable TensorRT ({hint}): "
                                               f"torch {prec}")
         if env.onnxruntime_cuda:
@@ -192,16 +180,13 @@ def _choose_cpu(kind: str, precision: str, env: Environment) -> Choice:
         if kind == "weights" and precision == "auto":
             why += "; int8 needs nncf (`pip install -e '.[openvino]'`) and a CPU with OpenVINO INT8"
         return Choice("openvino", "cpu", prec, f"CPU: OpenVINO {prec} ({why}); {measured}")
-    if kind == "weights" and env.torch_bf16 and "bf16" in env.torch_precisions and precision in ("auto", "bf16"):
+    if kind == "weights" and env.torch_bf16 and precision in ("auto", "bf16"):
         return Choice("torch", "cpu", "bf16", "CPU with native bf16, OpenVINO not installed "
                                               "(`pip install -e '.[openvino]'` is faster): torch bf16")
     if "onnxruntime" in env.installed and precision in ("auto", "fp32"):
         return Choice("onnxruntime", "cpu", "fp32", "CPU without OpenVINO or native bf16: onnxruntime fp32 "
                                                     "(faster than eager torch fp32)")
     if kind == "weights":
-        if precision not in ("auto", "fp32") and precision not in env.torch_precisions:
-            raise BackendUnavailable(f"--precision {precision} is not available on this CPU with the installed "
-                                     "backends; use --precision fp32 or auto")
         prec = "fp32" if precision == "auto" else precision
         return Choice("torch", "cpu", prec, f"CPU, no faster backend installed: torch {prec}")
     raise BackendUnavailable(f"nothing installed here runs a {kind} artifact on the CPU: "
@@ -213,9 +198,7 @@ def _explicit_precision(backend: str, device: str, precision: str, env: Environm
 
     if backend == "torch":
         if precision == "auto":
-            return "fp16" if device.startswith("cuda") and "fp16" in env.torch_precisions else "fp32"
-        if precision not in env.torch_precisions:
-            raise BackendUnavailable(f"the torch backend of this build runs {', '.join(env.torch_precisions)} only")
+            return "fp16" if device.startswith("cuda") else "fp32"
         return precision
     if backend == "onnxruntime":
         if precision not in ("auto", "fp32"):
