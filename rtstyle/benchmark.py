@@ -59,20 +59,11 @@ class Variant:
 
 def available_variants(env: Environment | None = None) -> list[str]:
     """What `--backends all` measures here: every installed backend at each precision this machine runs."""
+    from .backends.registry import REGISTRY
+
     env = env or probe()
-    found = [BASELINE]
-    if env.torch_bf16:
-        found.append("torch:bf16")
-    if env.cuda:
-        found.append("torch:fp16")
-    if "onnxruntime" in env.installed:
-        found.append("onnxruntime:fp32")
-    if "openvino" in env.installed:
-        found += ["openvino:fp32"] + (["openvino:bf16"] if env.openvino_bf16 else [])
-        found += ["openvino:int8"] if env.openvino_int8 else []
-    if "tensorrt" in env.installed and env.cuda:
-        found.append("tensorrt:fp16")
-    return found
+    return [f"{name}:{precision}" for name, entry in REGISTRY.items() if entry.extra is None or name in env.installed
+            for precision, runs_here in entry.precisions if runs_here(env)]
 
 
 @dataclass

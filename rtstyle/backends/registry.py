@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from typing import Callable
+
+
+def _always(env) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -17,6 +22,8 @@ class BackendEntry:
     module: str  # under rtstyle.backends
     extra: str | None  # pyproject.toml [project.optional-dependencies] key; None: a core dependency
     runs: tuple[str, ...]  # artifact kinds it runs (rtstyle.formats.FORMATS kinds; weights are converted on the fly)
+    # Precisions it runs, each with when a machine (a `select.Environment`) runs it: `benchmark --backends all`.
+    precisions: tuple[tuple[str, Callable], ...] = (("fp32", _always),)
 
     def create(self):
         """The module's `create(path, choice, options, log)` function (imports the module now)."""
@@ -24,8 +31,11 @@ class BackendEntry:
 
 
 REGISTRY: dict[str, BackendEntry] = {
-    "torch": BackendEntry("torch_backend", None, ("weights",)),
+    "torch": BackendEntry("torch_backend", None, ("weights",), (
+        ("fp32", _always), ("bf16", lambda env: env.torch_bf16), ("fp16", lambda env: env.cuda))),
     "onnxruntime": BackendEntry("onnxruntime_backend", "onnx", ("weights", "onnx")),
-    "openvino": BackendEntry("openvino_backend", "openvino", ("weights", "onnx", "openvino")),
-    "tensorrt": BackendEntry("tensorrt_backend", "tensorrt", ("weights", "onnx", "tensorrt")),
+    "openvino": BackendEntry("openvino_backend", "openvino", ("weights", "onnx", "openvino"), (
+        ("fp32", _always), ("bf16", lambda env: env.openvino_bf16), ("int8", lambda env: env.openvino_int8))),
+    "tensorrt": BackendEntry("tensorrt_backend", "tensorrt", ("weights", "onnx", "tensorrt"),
+                             (("fp16", lambda env: env.cuda),)),
 }
