@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from rtstyle.io.images import read_image
-from rtstyle.io.inputs import IMAGE_SUFFIXES, InputError
+from rtstyle.io.inputs import IMAGE_SUFFIXES, InputError, files_in
 from rtstyle.transforms import MULTIPLE, frames_to_tensor
 
 from .config import TrainConfig
@@ -56,7 +56,7 @@ def list_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"training folder not found: {folder} (expected DATAROOT/trainA and DATAROOT/trainB "
                          "holding the images of domains A and B)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    files = files_in(folder, IMAGE_SUFFIXES, recursive=True)
     if not files:
         raise InputError(f"training folder {folder} holds no images (looked for {', '.join(IMAGE_SUFFIXES)})")
     return files

@@ -16,7 +16,7 @@ import numpy as np
 
 from rtstyle.backends import Backend
 from rtstyle.io.images import read_image
-from rtstyle.io.inputs import IMAGE_SUFFIXES
+from rtstyle.io.inputs import IMAGE_SUFFIXES, files_in
 from rtstyle.transforms import postprocess, preprocess
 
 
@@ -47,7 +47,7 @@ def _metrics():
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} not found: expected the reference layout DIR/testA (and DIR/testB)")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = files_in(folder, IMAGE_SUFFIXES)
     if not files:
         raise FileNotFoundError(f"{folder} holds no images")
     return files

@@ -25,13 +25,19 @@ def refuse_clashing_stems(inputs: list[Path], verb: str) -> None:
                         f"{verb} them in separate runs or to separate --out folders")
 
 
+def files_in(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> list[Path]:
+    """The files in `folder` (and its subfolders, with `recursive`) whose suffix is one of `suffixes`, sorted."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in suffixes)
+
+
 def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
     """Files as given, folders' files with `suffixes` (sorted), globs' matches; duplicates dropped, order kept."""
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            matches = files_in(path, suffixes)
             if not matches:
                 raise InputError(f"folder {path} holds no files ending in {', '.join(suffixes)}")
         elif path.is_file():

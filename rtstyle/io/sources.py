@@ -23,7 +23,7 @@ import numpy as np
 
 from ..transforms import to_rgb_uint8
 from .images import ImageReadError, read_image
-from .inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, files_in
 from .video import VideoReader, VideoReadError
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
@@ -302,7 +302,7 @@ def open_source(spec: str | int, *, realtime: bool = False, log: Callable[[str],
         return StreamSource(text, log=log).start()
     path = Path(text).expanduser()
     if path.is_dir():
-        images = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = files_in(path, IMAGE_SUFFIXES)
         if not images:
             raise SourceError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return ImageSource(images, str(path))
