@@ -23,12 +23,11 @@ from rtstyle.io.files import atomic_write
 from rtstyle.models import ResnetGenerator
 from rtstyle.weights import ModelInfo
 
+from rtstyle.formats.onnx import ONNX_TOLERANCE
+
 from . import verify
 from .options import ExportError, ExportOptions, ExportResult, Log
 
-# fp32 graph vs fp32 eager: only summation order differs. Measured ~2e-6 (tiny) to ~1e-5 (full 9-block
-# generator) on this CPU; 1e-4 leaves a 10x margin and is still far below one uint8 level (1/127.5).
-ONNX_TOLERANCE = 1e-4
 
 
 def check_instance_norm(model, info: ModelInfo) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -172,3 +173,36 @@ def test_dynamic_profiles_are_square_so_portrait_video_fits():
     dynamic = Profile.for_shapes(3, (256, 256), dynamic=True)
     assert dynamic.contains((1, 3, 1920, 1080)) and dynamic.contains((1, 3, 1080, 1920))
     assert dynamic.max[2] == dynamic.max[3] == 1920
+
+
+@pytest.mark.parametrize("kind", ["onnx", "openvino"])
+def test_on_the_fly_conversions_are_checked_against_pytorch_before_they_are_cached(kind, tmp_path, monkeypatch):
+    if _skip(kind):
+        pytest.skip(_skip(kind))
+    from rtstyle.formats.metadata import cached_conversion
+    from rtstyle.formats.onnx import ONNX_TOLERANCE, cached_onnx, generator_to_onnx, onnx_runner
+    from rtstyle.formats.openvino import OPENVINO_TOLERANCE, cached_openvino, generator_to_openvino, openvino_runner
+    from rtstyle.io.files import atomic_write
+    from rtstyle.models import ResnetGenerator
+    from rtstyle.store import cache_dir
+
+    monkeypatch.setenv("RTSTYLE_HOME", str(tmp_path))
+    weights = tiny_store(tmp_path, seed=5, direction="a->b") / "models" / "tiny.safetensors"
+    assert (cached_onnx if kind == "onnx" else cached_openvino)(weights).is_file()  # the right graph passes
+    torch.manual_seed(99)
+    other = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2)).eval()  # a graph that is not these weights'
+
+    def wrong(target, generator, meta):
+        if kind == "onnx":
+            payload = generator_to_onnx(other, meta).SerializeToString()
+            atomic_write(target, lambda tmp: Path(tmp).write_bytes(payload))
+        else:
+            from rtstyle.formats.openvino import save_openvino
+
+            save_openvino(generator_to_openvino(other, meta), target)
+
+    check = (onnx_runner, ONNX_TOLERANCE) if kind == "onnx" else (openvino_runner, OPENVINO_TOLERANCE)
+    with pytest.raises(ArtifactError, match="differs from PyTorch .* nothing was cached"):
+        cached_conversion(weights, f"{kind}-check", ".xml" if kind == "openvino" else ".onnx", wrong, None,
+                          check=check)
+    assert not list((cache_dir() / f"{kind}-check").iterdir())  # nothing half-checked is kept

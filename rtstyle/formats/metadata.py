@@ -174,11 +174,13 @@ def new_meta(info: ModelInfo, fmt: str, dynamic: bool, height: int | None, width
                         width=None if dynamic else width, source_sha256=source_sha256, **changes)
 
 
-def cached_conversion(weights_path: Path, kind: str, suffix: str, make, log) -> Path:
+def cached_conversion(weights_path: Path, kind: str, suffix: str, make, log, check=None) -> Path:
     """`make(target, generator, meta)` once per weights content, kept under `$RTSTYLE_HOME/cache/<kind>`.
 
     The on-the-fly artifacts `--backend onnxruntime/openvino/tensorrt` need for a weights file; each takes
-    seconds to make, so they are keyed by the weights' sha256 and reused.
+    seconds to make, so they are keyed by the weights' sha256 and reused. `check = (runner, tolerance)`:
+    before it is kept, `runner(target)` must reproduce eager fp32 PyTorch within `tolerance` max abs on two
+    input sizes (the dynamic dims), as `export` checks the files it writes; else nothing is cached.
     """
     from ..store import cache_dir
     from ..weights import load_model
@@ -191,4 +193,27 @@ def cached_conversion(weights_path: Path, kind: str, suffix: str, make, log) -> 
         log(f"converting {weights_path.name} to {kind} once (cached in {target.parent})")
     generator, info = load_model(weights_path)
     make(target, generator, new_meta(info, kind, True, None, None, source_sha256=digest))
+    if check is not None:
+        runner, tolerance = check
+        error = conversion_error(runner(target), generator, info.config.input_nc)
+        if error > tolerance:
+            for made in (target, target.with_suffix(".bin")):
+                made.unlink(missing_ok=True)
+            raise ArtifactError(f"the {kind} conversion of {weights_path} differs from PyTorch by {error:.3g} max "
+                                f"abs (> {tolerance:g}); nothing was cached. Run it with --backend torch, and "
+                                "please report this model")
     return target
+
+
+def conversion_error(run, generator, channels: int) -> float:
+    """Max abs difference of `run(x)` from eager fp32 `generator(x)` on two fixed inputs of odd sizes."""
+    import torch
+
+    seeded = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for hw in ((36, 44), (52, 28)):
+        x = torch.rand(1, channels, *hw, generator=seeded) * 2 - 1
+        with torch.no_grad():
+            expected = generator.eval().float()(x)
+        worst = max(worst, float((run(x).float() - expected).abs().max()))
+    return worst
