@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtstyle.models import GeneratorConfig
+from rtstyle.models import UPSAMPLES, GeneratorConfig
 
 PREPROCESS = ("resize_and_crop", "crop", "scale_width", "scale_width_and_crop", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -56,6 +56,9 @@ class TrainConfig:
     n_layers_d: int = _f(3, "discriminator stride-2 layers (3: the 70x70 PatchGAN)")
     norm: str = _f("instance", "normalisation layers", choices=NORMS)
     dropout: bool = _f(False, "dropout in the generator's residual blocks (CycleGAN: off)")
+    upsample: str = _f("deconv", "generator upsampling: deconv (the reference's ConvTranspose2d) or resize "
+                                 "(nearest x2 + conv3x3, no checkerboard texture; Odena et al. 2016)",
+                       choices=UPSAMPLES)
     init_gain: float = _f(0.02, "standard deviation of the normal weight init")
     # Losses and optimisation
     lambda_a: float = _f(10.0, "weight of the cycle loss A -> B -> A")
@@ -103,7 +106,7 @@ class TrainConfig:
         if self.names is not None and len([n for n in self.names.split(",") if n.strip()]) != 2:
             problems.append(f"--names must be two names separated by a comma, like horse,zebra; got {self.names!r}")
         for name, choices in (("preprocess", PREPROCESS), ("precision", PRECISIONS), ("norm", NORMS),
-                              ("memory_format", MEMORY_FORMATS)):
+                              ("memory_format", MEMORY_FORMATS), ("upsample", UPSAMPLES)):
             if getattr(self, name) not in choices:
                 problems.append(f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if problems:
@@ -111,7 +114,8 @@ class TrainConfig:
 
     @property
     def generator(self) -> GeneratorConfig:
-        return GeneratorConfig(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, dropout=self.dropout)
+        return GeneratorConfig(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, dropout=self.dropout,
+                               upsample=self.upsample)
 
     @property
     def total_epochs(self) -> int:
