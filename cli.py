@@ -545,16 +545,16 @@ def run_benchmark(args) -> int:
                                log=lambda message: console.print(message, markup=False))
     table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
     video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
-    for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
+    for name in ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
                  "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
         table.add_column(name, justify="left" if name == "variant" else "right")
     for r in records:
         if r.error:
-            table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch), f"[red]{r.error[:60]}[/]")
+            table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", "", str(r.batch), f"[red]{r.error[:60]}[/]")
             continue
         low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
         e2e = r.extra.get("video")
-        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch),
+        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", f"{r.extra['macs'] / 1e9:.2f}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",

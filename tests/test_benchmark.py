@@ -15,7 +15,9 @@ import pytest
 
 import cli
 from rtstyle.backends.select import Environment
+from conftest import TINY
 from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, parse_size, sample_frames
+from rtstyle.macs import generator_macs
 from rtstyle.store import ASSETS_DIR
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
@@ -67,6 +69,8 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
     assert record.fps == pytest.approx(2000.0 / record.ms_median)
     assert record.extra["accuracy_frames"] == 6  # whole batches: 5 frames rounded up to 3 batches of 2
     assert record.extra["ratio_rounds"] == [1.0, 1.0]
+    # MACs at the size it ran (rtstyle.macs), the same figure on every variant of the model.
+    assert [r.extra["macs"] for r in records] == [generator_macs(TINY, 32, 48)] * 2
     _check_baseline({**record.__dict__, "error": None})
     for r in records:  # the 640x360 clip at short side 32: 32x57 rounded to multiples of 4
         video = r.extra["video"]
