@@ -40,7 +40,8 @@ def hooked_macs(module: nn.Module, x: torch.Tensor, exact: bool = False) -> int:
             total += (output.shape[2] * output.shape[3] * layer.out_channels * layer.in_channels // layer.groups
                       * layer.kernel_size[0] * layer.kernel_size[1])
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(hook) for m in convs]
     with torch.no_grad():
         module(x)
     for h in handles:
@@ -48,7 +49,8 @@ def hooked_macs(module: nn.Module, x: torch.Tensor, exact: bool = False) -> int:
     return total
 
 
-@pytest.mark.parametrize("config", [GeneratorConfig(ngf=4, n_blocks=2), GeneratorConfig(ngf=6, n_blocks=1, upsample="resize"),
+@pytest.mark.parametrize("config", [GeneratorConfig(ngf=4, n_blocks=2),
+                                    GeneratorConfig(ngf=6, n_blocks=1, upsample="resize"),
                                     GeneratorConfig(ngf=4, n_blocks=3, norm="batch", dropout=True)])
 @pytest.mark.parametrize("hw", [(36, 52), (64, 44)])
 @pytest.mark.parametrize("exact", [False, True])

@@ -110,7 +110,8 @@ def test_train_accepts_upsample_resize(tmp_path):
     for domain in ("trainA", "trainB"):
         (tmp_path / "d" / domain).mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "d" / domain / f"{i}.png")
+            rgb = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(rgb).save(tmp_path / "d" / domain / f"{i}.png")
     with pytest.raises(ValueError, match="--upsample must be one of"):
         TrainConfig(upsample="pixelshuffle")
     torch.set_num_threads(1)
