@@ -287,6 +287,35 @@ def run_train(args) -> int:
     return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
 
 
+# --- distill ----------------------------------------------------------------------------------------------
+def add_distill(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from train.distill_config import DistillConfig
+
+    p = sub.add_parser("distill", help="distil a full-size generator into a small, fast student",
+                       description="Train a small student generator (default ngf 16, 6 blocks: about 1/20 of the "
+                                   "full generator's MACs) to reproduce --teacher's outputs on images (and video "
+                                   "frames) of its input domain. Writes OUT/NAME/{student.safetensors, last.pt, "
+                                   "config.json, losses.csv, fidelity.csv, losses.png, samples/} and installs the "
+                                   "student in the store as NAME, so --model TEACHER --fast runs it.")
+    add_dataclass_args(p, DistillConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/NAME from its last.pt with its saved config (budgets, logging and device may "
+                        "be given anew)")
+
+
+def run_distill(args) -> int:
+    from dataclasses import fields
+
+    from train.distill import distill, resolve_config
+    from train.distill_config import DistillConfig
+
+    options = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
+    config = resolve_config(options, resume=args.resume)
+    result = distill(config, resume=args.resume, console=console)
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
+
+
 # --- plot -------------------------------------------------------------------------------------------------
 def add_plot(sub) -> None:
     p = sub.add_parser("plot", help="draw a training run's loss curves",
@@ -589,6 +618,7 @@ COMMANDS = {
     "evaluate": (add_evaluate, run_evaluate),
     "export": (add_export, run_export),
     "train": (add_train, run_train),
+    "distill": (add_distill, run_distill),
     "plot": (add_plot, run_plot),
     "benchmark": (add_benchmark, run_benchmark),
 }
