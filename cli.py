@@ -23,17 +23,30 @@ MODEL_HELP = (
 )
 
 
+FAST_HELP = "run the model's distilled student from the store instead (`python cli.py distill` makes one)"
+
+
 def add_backend_args(p) -> None:
     from rtstyle.backends import BackendOptions
     from rtstyle.config import add_dataclass_args
 
     add_dataclass_args(p, BackendOptions)
+    p.add_argument("--fast", action="store_true", help=FAST_HELP)
+
+
+def apply_fast(args) -> None:
+    """--fast: args.model becomes its student (said on the console), or a clear error with the distill command."""
+    if getattr(args, "fast", False):
+        from rtstyle.students import fast_model
+
+        args.model = fast_model(args.model, log=console.print)
 
 
 def backend_from_args(args):
     from rtstyle.backends import BackendOptions, create_backend
     from rtstyle.config import dataclass_from_args
 
+    apply_fast(args)
     return create_backend(args.model, dataclass_from_args(BackendOptions, args))
 
 
@@ -129,14 +142,17 @@ def add_models(sub) -> None:
 
 def run_models(args) -> int:
     from rtstyle.store import resolve_model, store_dir, stored_models
+    from rtstyle.students import relations
     from rtstyle.weights import WeightsError, load_model
 
     console.print(f"model store: {store_dir()}")
-    for name in stored_models():
+    names = stored_models()
+    related = relations(names)
+    for name in names:
         try:
             _, info = load_model(name)
             print(f"{name}\t{info.direction or '?'}\tngf={info.config.ngf} blocks={info.config.n_blocks}"
-                  f"\t{resolve_model(name)}")
+                  f"\t{resolve_model(name)}" + (f"\t{related[name]}" if name in related else ""))
         except WeightsError as e:
             print(f"{name}\tunreadable: {e}")
     return 0
@@ -537,6 +553,7 @@ def add_benchmark(sub) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls per variant first [2]")
     p.add_argument("--threads", type=int, help="torch intra-op threads (OpenVINO and ONNX Runtime use all cores)")
     p.add_argument("--json", type=Path, help="also write the records, settings and machine description here")
+    p.add_argument("--fast", action="store_true", help=FAST_HELP)
 
 
 def run_benchmark(args) -> int:
@@ -548,6 +565,7 @@ def run_benchmark(args) -> int:
     from rtstyle.benchmark import BASELINE, Variant, as_dicts, available_variants, machine_info, measure, parse_size
     from rtstyle.weights import atomic_write
 
+    apply_fast(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if min(args.rounds, args.per_round) < 1 or args.warmup < 0:

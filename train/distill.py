@@ -246,10 +246,10 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
             shutil.rmtree(files.root, ignore_errors=True)  # bad input leaves nothing behind
         raise
     dataset = DistillDataset(train_paths, config, sources.domain_b)
-    console.print(f"teacher {teacher.name} (ngf {teacher.info.config.ngf}, {teacher.info.config.n_blocks} blocks, "
-                  f"{generator_macs(teacher.info.config) / 1e9:.2f} GMACs at 256x256) -> student ngf {student_cfg.ngf}, "
-                  f"{student_cfg.n_blocks} blocks, {student_cfg.upsample} ({generator_macs(student_cfg) / 1e9:.2f} "
-                  f"GMACs), init {config.init}")
+    t = teacher.info.config
+    console.print(f"teacher {teacher.name} (ngf {t.ngf}, {t.n_blocks} blocks, {generator_macs(t) / 1e9:.2f} GMACs at "
+                  f"256x256) -> student ngf {student_cfg.ngf}, {student_cfg.n_blocks} blocks, {student_cfg.upsample} "
+                  f"({generator_macs(student_cfg) / 1e9:.2f} GMACs), init {config.init}")
     console.print(f"data: {len(sources.images)} images in {sources.folder}"
                   + (f" + {len(frames)} frames of {len(sources.videos)} video(s)" if sources.videos else "")
                   + f"; {len(train_paths)} for training, {len(held_paths)} held out for fidelity")

@@ -66,6 +66,10 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
         raise ValueError(f"--compile applies to the torch backend only, not {choice.backend}")
     backend = _instantiate(choice, path, log, compile=options.compile, asked_int8=options.precision == "int8")
     backend.choice = choice
+    if options.backend == "auto" and choice.device == "cpu" and kind == "weights":
+        from ..students import speed_hint  # a full-size model below 5 fps: say that a student would be faster
+
+        speed_hint(model, path, backend.info, choice.backend, choice.precision, log)
     return backend
 
 
