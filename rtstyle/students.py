@@ -125,22 +125,25 @@ def relations(names: list[str]) -> dict[str, str]:
     return out
 
 
-def estimated_fps(info: ModelInfo, backend: str, precision: str, size: int | None = None) -> float | None:
-    """Frames per second a CPU path would reach with this model at size x size (default: its training size)."""
+def estimated_fps(info: ModelInfo, backend: str, precision: str, size: int | None = None,
+                  cores: int | None = None) -> float | None:
+    """Frames per second a CPU path would reach with this model at size x size (default: its training size)
+    on `cores` cores (default: this machine's)."""
     rate = CPU_GMACS_PER_S.get((backend, precision))
     if rate is None:
         return None
     side = size or info.train_size
     side -= side % 4
-    cores = os.cpu_count() or MEASURED_CORES
+    cores = cores or os.cpu_count() or MEASURED_CORES
     return rate * cores / MEASURED_CORES / (generator_macs(info.config, side, side) / 1e9)
 
 
-def speed_hint(spec: str | Path, path: Path, info: ModelInfo, backend: str, precision: str, log: Log) -> None:
+def speed_hint(spec: str | Path, path: Path, info: ModelInfo, backend: str, precision: str, log: Log,
+               cores: int | None = None) -> None:
     """Tell the user when this CPU path runs the model below SLOW_FPS and a student would be faster."""
     if teacher_of(info):
         return
-    fps = estimated_fps(info, backend, precision)
+    fps = estimated_fps(info, backend, precision, cores=cores)
     if fps is None or fps >= SLOW_FPS:
         return
     size = info.train_size - info.train_size % 4
