@@ -112,9 +112,11 @@ def test_few_steps_write_a_loadable_student_with_its_provenance(teacher, tmp_pat
     assert read_info(isolated_store / "teach_fast.safetensors") == info
     listing = cli("models").stdout
     assert "student of teach" in listing and "students: teach_fast" in listing
-    t = cli("translate", data / "coffee.png", "--model", "teach", "--fast", "--out", tmp_path / "t", "--backend", "torch")
+    t = cli("translate", data / "coffee.png", "--model", "teach", "--fast", "--out", tmp_path / "t",
+            "--backend", "torch")
     assert t.returncode == 0 and "--fast: running teach_fast, the student of teach" in t.stderr, t.stderr
-    assert np.asarray(Image.open(tmp_path / "t" / "coffee.png")).shape == np.asarray(Image.open(data / "coffee.png")).shape
+    shape = np.asarray(Image.open(data / "coffee.png")).shape
+    assert np.asarray(Image.open(tmp_path / "t" / "coffee.png")).shape == shape
     with torch.no_grad():
         x = torch.rand(1, 3, 36, 52) * 2 - 1
         assert torch.equal(student(x), load_model("teach_fast")[0](x))
@@ -186,6 +188,31 @@ def test_fidelity_to_a_fixed_teacher_improves_over_steps(teacher, tmp_path):
     assert curve[-1][0] > curve[0][0] + 1.0 and curve[-1][1] > curve[0][1], curve
     losses = [float(r["l1"]) for r in rows(tmp_path / "runs" / "f" / "losses.csv")]
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_single_process_global_batch(teacher, tmp_path):
+    photos(tmp_path / "data", PHOTOS[:5])
+    out = tmp_path / "runs"
+    common = ["--teacher", "teach", "--dataroot", tmp_path / "data", "--out", out, *TINY_ARGS, "--holdout", "1",
+              "--max-steps", "4", "--log-every", "1", "--device", "cpu", "--no-install"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "cli.py", "distill", "--name", "ddp", "--batch-size", "1", *map(str, common)],
+                       cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count("stopped by max-steps at step 4") == 1  # rank 0 alone reports and writes
+    payload = torch.load(out / "ddp" / "last.pt", weights_only=True)
+    assert payload["world_size"] == 2 and len(payload["ranks"]) == 2
+    # The same global batches in one process (batch 2 = ranks 0 and 1 with batch 1): the same steps up to
+    # float rounding (Adam turns float-noise gradients into +-lr steps on a few weights).
+    assert cli("distill", "--name", "single", "--batch-size", "2", *common).returncode == 0
+    for a, b in zip(rows(out / "ddp" / "losses.csv"), rows(out / "single" / "losses.csv")):
+        for key in ("l1", "feat"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=2e-3, abs=1e-4), (a["step"], key)
+    ddp = load_model(out / "ddp" / "student.safetensors")[0].state_dict()
+    single = load_model(out / "single" / "student.safetensors")[0].state_dict()
+    diff = torch.cat([(ddp[k] - single[k]).abs().flatten() for k in ddp])
+    assert (diff > 1e-5).float().mean() < 0.02 and diff.max() < 4 * 2 * 2e-4
 
 
 # --- channel selection -----------------------------------------------------------------------------------
