@@ -4,7 +4,8 @@
 `data` the unpaired dataset and its preprocessing, `pool` the image history, `trainer` the training state
 and its step, `checkpoint` the resumable `last.pt` and the exported generators, `loop` the run itself
 (progress, budgets, signals, torchrun), `records` the loss log and sample grids, `plot` the loss curves,
-`bench_step` the step-time benchmark.
+`bench_step` the step-time benchmark. Distillation (issue 12) has `distill_config`, `distill_data`, `distiller`
+(the losses and the channel-selection init) and `distill` (the run, on the same machinery).
 This package imports `rtstyle`; `rtstyle` never imports it.
 """
 

@@ -274,7 +274,8 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
         log.start(position.step if resume else None)
         fidelity_log.start(position.step if resume else None)
     held_inputs = heldout_inputs(held_paths, config.eval_size) if dist.rank == 0 else []
-    held_targets = [tensor_to_frames(distiller.teacher_outputs(x.to(dist.device))[0].cpu())[0] for x in held_inputs]
+    with torch.no_grad():  # the teacher in fp32 (no autocast): fidelity is against its real output
+        held_targets = [tensor_to_frames(distiller.teacher(x.to(dist.device)).float().cpu())[0] for x in held_inputs]
     samples = [fixed_crop(p, config, i)[None] for i, p in enumerate(held_paths[:SAMPLES])] if dist.rank == 0 else []
     spe = steps_per_epoch(len(dataset), config.batch_size, dist.world)
     console.print(f"run {files.root}: {spe} steps/epoch, batch {config.batch_size} x {dist.world} process(es), "

@@ -5,9 +5,10 @@ decoded once up front (a broken file is reported by name and excluded, as `train
 is opened, so that bad input fails before anything is written. `extract_frames` then samples
 `video_frames` frames evenly from each video into OUT/NAME/frames/ (PNG, written once; a resumed run reads
 them back). `split` keeps `holdout` images, spread evenly over the sorted list, out of training: fidelity
-to the teacher is measured on them. `DistillDataset` yields crops made by `train.data.transform` with the
-randomness of (seed, epoch, index), so `train.data.EpochSampler` resumes it mid-epoch exactly; with
-`lambda_gan` it also yields a random DIR/trainB crop for the PatchGAN.
+to the teacher is measured on them (a held-out video frame has trained neighbours in its clip, so for
+video it measures fidelity on that footage, not on unseen scenes). `DistillDataset` yields crops made by
+`train.data.transform` with the randomness of (seed, epoch, index), so `train.data.EpochSampler` resumes it
+mid-epoch exactly; with `lambda_gan` it also yields a random DIR/trainB crop for the PatchGAN.
 """
 
 from __future__ import annotations
