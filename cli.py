@@ -601,7 +601,7 @@ def run_benchmark(args) -> int:
             continue
         low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
         e2e = r.extra.get("video")
-        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", f"{r.extra['macs'] / 1e9:.2f}", str(r.batch),
+        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", f"{r.extra['macs'] / 1e9:.3g}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
