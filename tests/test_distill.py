@@ -177,6 +177,30 @@ def test_resume_after_sigkill_equals_uninterrupted_run(teacher, tmp_path):
     assert [int(row["step"]) for row in rows(out / "killed" / "fidelity.csv")] == [4, 8, 12]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_the_student_with_its_fidelity_then_exits(teacher, tmp_path, sig, code):
+    photos(tmp_path / "data", PHOTOS[:3])
+    out, log = tmp_path / "runs", tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "cli.py", "distill", "--teacher", "teach", "--dataroot",
+                                 str(tmp_path / "data"), "--name", "sig", "--out", str(out), *TINY_ARGS,
+                                 "--log-every", "1", "--save-every", "100000", "--max-steps", "100000"],
+                                cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not (out / "sig" / "losses.csv").exists()
+                                               or len(rows(out / "sig" / "losses.csv")) < 2):
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.wait(60)
+    err = log.read_text()
+    assert proc.returncode == code, err
+    step = torch.load(out / "sig" / "last.pt", weights_only=True)["position"]["step"]
+    assert step >= 2 and f"stopped by {sig.name} at step {step}" in err and "--resume" in err
+    info = read_info(out / "sig" / "student.safetensors")
+    assert info.extra["step"] == step and info.extra["fidelity"]["step"] == step
+
+
 def test_fidelity_to_a_fixed_teacher_improves_over_steps(teacher, tmp_path):
     photos(tmp_path / "data")
     config = DistillConfig(teacher="teach", dataroot=str(tmp_path / "data"), name="f", out=str(tmp_path / "runs"),
