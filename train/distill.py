@@ -91,7 +91,8 @@ def load_teacher(spec: str) -> Teacher:
         raise WeightsError(f"--teacher {spec}: a {kind} artifact has no trainable weights; distil from the "
                            ".safetensors or .pth it was exported from")
     generator, info = load_model(path)  # WeightsError when the file is not a ResNet generator
-    name = path.stem if ("/" in spec or "\\" in spec or Path(spec).suffix) else spec
+    # A store name as given; for a file, the name in its metadata (a trained run's "h2z_G_A"), else its stem.
+    name = (info.name or path.stem) if ("/" in spec or "\\" in spec or Path(spec).suffix) else spec
     return Teacher(generator.float().eval(), info, path, sha256_file(path), name)
 
 
