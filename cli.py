@@ -26,17 +26,30 @@ MODEL_HELP = (
 )
 
 
+FAST_HELP = "run the model's distilled student from the store instead (`python cli.py distill` makes one)"
+
+
 def add_backend_args(p) -> None:
     from rtstyle.backends import BackendOptions
     from rtstyle.config import add_dataclass_args
 
     add_dataclass_args(p, BackendOptions)
+    p.add_argument("--fast", action="store_true", help=FAST_HELP)
+
+
+def apply_fast(args) -> None:
+    """--fast: args.model becomes its student (said on the console), or a clear error with the distill command."""
+    if getattr(args, "fast", False):
+        from rtstyle.students import fast_model
+
+        args.model = fast_model(args.model, log=console.print)
 
 
 def backend_from_args(args):
     from rtstyle.backends import BackendOptions, create_backend
     from rtstyle.config import dataclass_from_args
 
+    apply_fast(args)
     return create_backend(args.model, dataclass_from_args(BackendOptions, args))
 
 
@@ -123,14 +136,17 @@ def add_models(sub) -> None:
 
 def run_models(args) -> int:
     from rtstyle.store import resolve_model, store_dir, stored_models
+    from rtstyle.students import relations
     from rtstyle.weights import WeightsError, load_model
 
     console.print(f"model store: {store_dir()}")
-    for name in stored_models():
+    names = stored_models()
+    related = relations(names)
+    for name in names:
         try:
             _, info = load_model(name)
             print(f"{name}\t{info.direction or '?'}\tngf={info.config.ngf} blocks={info.config.n_blocks}"
-                  f"\t{resolve_model(name)}")
+                  f"\t{resolve_model(name)}" + (f"\t{related[name]}" if name in related else ""))
         except WeightsError as e:
             print(f"{name}\tunreadable: {e}")
     return 0
@@ -279,6 +295,35 @@ def run_train(args) -> int:
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     config = resolve_config(options, resume=args.resume)
     result = train(config, resume=args.resume, console=console)
+    return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
+
+
+# --- distill ----------------------------------------------------------------------------------------------
+def add_distill(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from train.distill_config import DistillConfig
+
+    p = sub.add_parser("distill", help="distil a full-size generator into a small, fast student",
+                       description="Train a small student generator (default ngf 16, 6 blocks: about 1/20 of the "
+                                   "full generator's MACs) to reproduce --teacher's outputs on images (and video "
+                                   "frames) of its input domain. Writes OUT/NAME/{student.safetensors, last.pt, "
+                                   "config.json, losses.csv, fidelity.csv, losses.png, samples/} and installs the "
+                                   "student in the store as NAME, so --model TEACHER --fast runs it.")
+    add_dataclass_args(p, DistillConfig)
+    p.add_argument("--resume", action="store_true",
+                   help="continue OUT/NAME from its last.pt with its saved config (budgets, logging and device may "
+                        "be given anew)")
+
+
+def run_distill(args) -> int:
+    from dataclasses import fields
+
+    from train.distill import distill, resolve_config
+    from train.distill_config import DistillConfig
+
+    options = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
+    config = resolve_config(options, resume=args.resume)
+    result = distill(config, resume=args.resume, console=console)
     return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
 
 
@@ -476,6 +521,7 @@ def add_benchmark(sub) -> None:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     add_dataclass_args(p, BenchmarkSettings)
     p.add_argument("--json", type=Path, help="also write the records, settings and machine description here")
+    p.add_argument("--fast", action="store_true", help=FAST_HELP)
 
 
 def run_benchmark(args) -> int:
@@ -484,22 +530,23 @@ def run_benchmark(args) -> int:
     from rtstyle.benchmark import BenchmarkSettings, run_benchmark, write_report
     from rtstyle.config import dataclass_from_args
 
+    apply_fast(args)
     settings = dataclass_from_args(BenchmarkSettings, args)
     command = "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None
     records, document = run_benchmark(args.model, settings, lambda message: console.print(message, markup=False),
                                       command)
     table = Table(title=f"{args.model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
     video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if args.video else ()
-    for name in ("variant", "size", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
+    for name in ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
                  "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
         table.add_column(name, justify="left" if name == "variant" else "right")
     for r in records:
         if r.error:
-            table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch), f"[red]{r.error[:60]}[/]")
+            table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", "", str(r.batch), f"[red]{r.error[:60]}[/]")
             continue
         low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
         e2e = r.extra.get("video")
-        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", str(r.batch),
+        table.add_row(r.variant, f"{r.size[0]}x{r.size[1]}", f"{r.extra['macs'] / 1e9:.3g}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
@@ -530,6 +577,7 @@ COMMANDS = {
     "evaluate": (add_evaluate, run_evaluate),
     "export": (add_export, run_export),
     "train": (add_train, run_train),
+    "distill": (add_distill, run_distill),
     "plot": (add_plot, run_plot),
     "benchmark": (add_benchmark, run_benchmark),
 }
@@ -547,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # train/ predates rtstyle.errors.UserError: it reports bad options, datasets and checkpoints as ValueError /
 # FileNotFoundError, so for its commands those are the user's to fix too. Everywhere else they are bugs.
-TRAIN_COMMANDS = {"train", "datasets", "evaluate", "plot"}
+TRAIN_COMMANDS = {"train", "distill", "datasets", "evaluate", "plot"}
 
 
 def user_errors(command: str) -> tuple[type[BaseException], ...]:

@@ -36,6 +36,7 @@ from .cpu import cpu_features
 from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
+from .macs import generator_macs
 from .transforms import frames_to_tensor, parse_hw, tensor_to_frames
 
 BASELINE = "torch:fp32"
@@ -271,6 +272,8 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
                 conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder), bare_seconds)
                 log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
                     f"{conversions[spec]['bare_fps']:.2f} fps at {conversions[spec]['processing']}")
+    # MACs of the model at this size (rtstyle.macs: GAN Compression's convention), from its own metadata.
+    macs = generator_macs(backends[BASELINE].info.config, *size)
     base_ms = statistics.median(times[BASELINE])
     ref = outputs[BASELINE]
     ref_frames = tensor_to_frames(ref)
@@ -294,7 +297,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             max_abs_err=float((outputs[spec] - ref).abs().max()), psnr_db=psnr_db(ref_frames, out_frames),
             psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
             added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
-            extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio}
+            extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio, "macs": macs}
             | ({"video": conversions[spec]} if spec in conversions else {})
             | (_plain_check(times, base_ms) if spec == BASELINE and PLAIN in times else {})))
     return records

@@ -19,9 +19,11 @@ import torch
 import cli
 from conftest import ROOT
 from rtstyle.backends.select import Environment
+from conftest import TINY
 from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, sample_frames
-from rtstyle.transforms import parse_hw as parse_size  # the one HxW parser, which --sizes uses
+from rtstyle.macs import generator_macs
 from rtstyle.store import DEMO_CLIP
+from rtstyle.transforms import parse_hw as parse_size  # the one HxW parser, which --sizes uses
 
 HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_INT8 = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
@@ -78,6 +80,8 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
     assert record.fps == pytest.approx(2000.0 / record.ms_median)
     assert record.extra["accuracy_frames"] == 6  # whole batches: 5 frames rounded up to 3 batches of 2
     assert record.extra["ratio_rounds"] == [1.0, 1.0]
+    # MACs at the size it ran (rtstyle.macs), the same figure on every variant of the model.
+    assert [r.extra["macs"] for r in records] == [generator_macs(TINY, 32, 48)] * 2
     _check_baseline({**record.__dict__, "error": None})
     for r in records:  # the 640x360 clip at short side 32: 32x57 rounded to multiples of 4
         video = r.extra["video"]

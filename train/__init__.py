@@ -5,7 +5,8 @@ unpaired dataset and its preprocessing, `pool` the image history, `trainer` the 
 `schedule` the lr policies, `finetune` starting from trained generators or a reference checkpoint folder,
 `checkpoint` the resumable `last.pt` and the exported generators, `loop` the run itself (progress, budgets,
 signals, torchrun), `records` the loss log and sample grids, `plot` the loss curves, `bench_step` the
-step-time benchmark.
+step-time benchmark. Distillation (issue 12) has `distill_config`, `distill_data`, `distiller` (the losses
+and the channel-selection init) and `distill` (the run, on the same machinery).
 This package imports `rtstyle`; `rtstyle` never imports it.
 """
 

@@ -132,7 +132,9 @@ def load_checkpoint(path: Path, config: TrainConfig, world_size: int) -> dict:
                               f"understands ({VERSION}); upgrade rtstyle")
     saved = TrainConfig.complete(payload.get("config", {}))  # a checkpoint from before newer options
     current = config.to_dict()
-    differ = sorted(k for k in current if k not in RESUMABLE and saved.get(k) != current[k])
+    # A field the checkpoint predates (e.g. `upsample`) counts as its default, which is what that run used.
+    defaults = TrainConfig().to_dict()
+    differ = sorted(k for k in current if k not in RESUMABLE and saved.get(k, defaults[k]) != current[k])
     if differ:
         listing = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs run {current[k]!r}" for k in differ)
         raise CheckpointError(f"{path} does not belong to this run's config ({listing}); {keep}")

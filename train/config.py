@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rtstyle.models import NORMS, GeneratorConfig
+from rtstyle.models import NORMS, UPSAMPLES, GeneratorConfig
 
 from .networks import DISCRIMINATORS, INIT_TYPES
 from .schedule import LR_POLICIES
@@ -69,6 +69,9 @@ class TrainConfig:
     n_layers_d: int = _f(3, "PatchGAN stride-2 layers with --netd n_layers (basic is 3)")
     norm: str = _f("instance", "normalisation layers of all four networks", choices=NORMS)
     dropout: bool = _f(False, "dropout in the generator's residual blocks (CycleGAN: off; reference --no_dropout)")
+    upsample: str = _f("deconv", "generator upsampling: deconv (the reference's ConvTranspose2d) or resize "
+                                 "(nearest x2 + conv3x3, no checkerboard texture; Odena et al. 2016)",
+                       choices=UPSAMPLES)
     init_type: str = _f("normal", "weight init: normal N(0, gain), xavier or orthogonal with gain, kaiming "
                                   "(fan_in, ignores gain)", choices=INIT_TYPES)
     init_gain: float = _f(0.02, "scale of the normal, xavier and orthogonal weight inits")
@@ -141,7 +144,8 @@ class TrainConfig:
             problems.append(f"--names must be two names separated by a comma, like horse,zebra; got {self.names!r}")
         for name, choices in (("preprocess", PREPROCESS), ("precision", PRECISIONS), ("norm", NORMS),
                               ("memory_format", MEMORY_FORMATS), ("gan_mode", GAN_MODES), ("lr_policy", LR_POLICIES),
-                              ("init_type", INIT_TYPES), ("netd", DISCRIMINATORS), ("direction", DIRECTIONS)):
+                              ("init_type", INIT_TYPES), ("netd", DISCRIMINATORS), ("direction", DIRECTIONS),
+                              ("upsample", UPSAMPLES)):
             if getattr(self, name) not in choices:
                 problems.append(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
                                 f"got {getattr(self, name)!r}")
@@ -172,7 +176,8 @@ class TrainConfig:
 
     @property
     def generator(self) -> GeneratorConfig:
-        return GeneratorConfig(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, dropout=self.dropout)
+        return GeneratorConfig(ngf=self.ngf, n_blocks=self.n_blocks, norm=self.norm, dropout=self.dropout,
+                               upsample=self.upsample)
 
     @property
     def total_epochs(self) -> int:

@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .data import EpochSampler, UnalignedDataset, load_domains, make_loader, steps_per_epoch
 from .finetune import apply_initial_weights, load_initial_weights, starts_from_weights
 from .records import Display, LossLog, format_losses, write_samples
-from .trainer import LOSS_KEYS, CycleGANTrainer, resolve_precision
+from .trainer import CycleGANTrainer, resolve_precision
 
 STOP_REASONS = ("", "max-minutes", "max-steps", "SIGTERM", "SIGINT")  # index = priority when ranks differ
 SAMPLE_PAIRS = 2
@@ -70,9 +70,10 @@ class Distributed:
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         if not self.active:
             return values
-        t = torch.tensor([values[k] for k in LOSS_KEYS], dtype=torch.float64, device=self.device)
+        keys = list(values)  # the same keys in the same order on every rank (one train_step's dict)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
-        return dict(zip(LOSS_KEYS, (t / self.world).tolist()))
+        return dict(zip(keys, (t / self.world).tolist()))
 
     def agree(self, reason: str) -> str:
         """The highest-priority stop reason any process has, so that all stop after the same step."""

@@ -29,53 +29,58 @@ GRID_ORDER = ("real_a", "fake_b", "rec_a", "real_b", "fake_a", "rec_b")
 
 
 class LossLog:
-    """Appends rows to losses.csv, flushing each one so that a killed run keeps what it logged."""
+    """Appends rows to losses.csv, flushing each one so that a killed run keeps what it logged.
 
-    def __init__(self, path: Path) -> None:
+    `keys`: the value columns after step, epoch, lr and elapsed_s (the CycleGAN losses by default; a
+    distillation run logs its own losses, and its fidelity.csv the PSNR and SSIM, through the same class)."""
+
+    def __init__(self, path: Path, keys: tuple[str, ...] = LOSS_KEYS) -> None:
         self.path = Path(path)
+        self.keys = tuple(keys)
+        self.columns = ("step", "epoch", "lr", "elapsed_s", *self.keys)
 
     def start(self, resume_step: int | None) -> None:
         """A fresh file (new run), or the existing one cut back to the rows up to `resume_step`."""
-        rows = read_rows(self.path) if resume_step is not None and self.path.exists() else []
+        rows = read_rows(self.path, self.keys) if resume_step is not None and self.path.exists() else []
         rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+        writer = csv.DictWriter(buf, fieldnames=self.columns)
         writer.writeheader()
         writer.writerows(rows)
         atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
     def append(self, step: int, epoch: int, lr: float, elapsed_s: float, losses: dict[str, float]) -> None:
-        row = [step, epoch, f"{lr:.8g}", f"{elapsed_s:.2f}", *(f"{losses[k]:.6g}" for k in LOSS_KEYS)]
+        row = [step, epoch, f"{lr:.8g}", f"{elapsed_s:.2f}", *(f"{losses[k]:.6g}" for k in self.keys)]
         with open(self.path, "a", newline="") as f:
             csv.writer(f).writerow(row)
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
+def read_rows(path: Path, keys: tuple[str, ...] = LOSS_KEYS) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        missing = [c for c in ("step", *LOSS_KEYS) if c not in (reader.fieldnames or [])]
+        missing = [c for c in ("step", *keys) if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: not an rtstyle losses.csv (missing columns {missing})")
         return list(reader)
 
 
-def sample_grid(rows: list[dict[str, torch.Tensor]]) -> np.ndarray:
-    """Rows of tensors (1, 3, h, w) in [-1, 1] keyed like GRID_ORDER -> one uint8 (rows*H, 6*W, 3) image.
+def sample_grid(rows: list[dict[str, torch.Tensor]], order: tuple[str, ...] = GRID_ORDER) -> np.ndarray:
+    """Rows of tensors (1, 3, h, w) in [-1, 1] keyed like `order` -> one uint8 (rows*H, len(order)*W, 3) image.
 
     Cells are as large as the largest image and smaller images sit top-left (sizes differ between rows
     with the aspect-keeping --preprocess modes)."""
-    frames = [[tensor_to_frames(row[k])[0] for k in GRID_ORDER] for row in rows]  # each (h, w, 3)
+    frames = [[tensor_to_frames(row[k])[0] for k in order] for row in rows]  # each (h, w, 3)
     cell_h = max(f.shape[0] for row in frames for f in row)
     cell_w = max(f.shape[1] for row in frames for f in row)
-    grid = np.zeros((len(rows) * cell_h, len(GRID_ORDER) * cell_w, 3), np.uint8)
+    grid = np.zeros((len(rows) * cell_h, len(order) * cell_w, 3), np.uint8)
     for r, row in enumerate(frames):
         for c, img in enumerate(row):
             grid[r * cell_h:r * cell_h + img.shape[0], c * cell_w:c * cell_w + img.shape[1]] = img
     return grid
 
 
-def write_samples(path: Path, rows: list[dict[str, torch.Tensor]]) -> Path:
-    return write_image(path, sample_grid(rows))
+def write_samples(path: Path, rows: list[dict[str, torch.Tensor]], order: tuple[str, ...] = GRID_ORDER) -> Path:
+    return write_image(path, sample_grid(rows, order))
 
 
 class Display:
@@ -115,4 +120,4 @@ class Display:
 
 
 def format_losses(losses: dict[str, float]) -> str:
-    return " ".join(f"{k} {losses[k]:.3f}" for k in LOSS_KEYS)
+    return " ".join(f"{k} {v:.3f}" for k, v in losses.items())

@@ -70,6 +70,10 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     backend = REGISTRY[choice.backend].create()(ref, choice, options, log)
     backend.ref = ref  # what --model resolved to (path, kind, metadata, sha256)
     backend.choice = choice
+    if options.backend == "auto" and choice.device == "cpu" and ref.kind == "weights":
+        from ..students import speed_hint  # a full-size model below 5 fps: say that a student would be faster
+
+        speed_hint(model, ref.path, backend.info, choice.backend, choice.precision, log)
     return backend
 
 

@@ -26,7 +26,8 @@ from .metadata import INPUT_NAME, OUTPUT_NAME, ArtifactMeta, cached_conversion, 
 # (lower ones go through the version converter), and one that every runtime here reads: ONNX Runtime
 # >= 1.14, OpenVINO >= 2023.0, TensorRT 10 (whose parser maps InstanceNormalization onto its native
 # INormalizationLayer). Nothing in the generator needs a newer op: Pad(reflect) is opset 11,
-# InstanceNormalization opset 6, ConvTranspose with output_padding opset 1.
+# InstanceNormalization opset 6, ConvTranspose with output_padding opset 1, Resize (nearest; the
+# resize upsampler) opset 13.
 OPSET = 18
 # Largest side (in units of MULTIPLE) a dynamic export accepts: 4096 px covers 4K; torch.export needs a bound.
 MAX_SIDE_UNITS = 1024

@@ -9,6 +9,8 @@ issue 6), while an ordinary convolution runs in int8. Derivation in one dimensio
 o = 2i - 1 + k for input i and tap k: y[2m] = W[1] x[m] and y[2m + 1] = W[2] x[m] + W[0] x[m + 1], with
 x[n] = 0 past the edge (hence the one-pixel zero pad). The result equals the original up to float
 summation order: `rewrite_error` measures it and the int8 build refuses a rewrite above 1e-4.
+A generator with the resize upsampler (`models.ResizeConv2d`) has no transposed convolution: it passes
+through unchanged, and its nearest x2 + conv3x3 is quantised like every other convolution.
 """
 
 from __future__ import annotations
