@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .models import GeneratorConfig, ResnetBlock, ResnetGenerator
-from .rewrites import SubPixelConvTranspose
+from .formats.int8.rewrites import SubPixelConvTranspose
 
 SHAPE_FREE = (nn.InstanceNorm2d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Dropout, nn.Identity)
 

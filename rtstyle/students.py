@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import sha256_file
+from .formats.metadata import sha256_file
 from .macs import generator_macs
 from .store import ASSETS_DIR, ModelNotFound, resolve_model, store_dir
 from .weights import ModelInfo, WeightsError, read_info

@@ -20,10 +20,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rtstyle.artifacts import sha256_file
+from rtstyle.formats.metadata import sha256_file
 from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig, ResnetGenerator
-from rtstyle.paths import InputError
+from rtstyle.io.inputs import InputError
 from rtstyle.store import ASSETS_DIR, ModelNotFound
 from rtstyle.students import estimated_fps, fast_model, speed_hint
 from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
@@ -39,9 +39,9 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 TEACHER = GeneratorConfig(ngf=8, n_blocks=3)
 TINY = dict(student_ngf=4, student_blocks=2, load_size=40, crop_size=32, num_workers=0, holdout=2, eval_size=48,
-            video_frames=3)
+            video_frames=3, precision="fp32")
 TINY_ARGS = ["--student-ngf", "4", "--student-blocks", "2", "--load-size", "40", "--crop-size", "32",
-             "--num-workers", "0", "--holdout", "2", "--eval-size", "48", "--video-frames", "3"]
+             "--num-workers", "0", "--holdout", "2", "--eval-size", "48", "--video-frames", "3", "--precision", "fp32"]
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry")
 
 

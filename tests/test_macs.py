@@ -9,7 +9,7 @@ from torch import nn
 
 from rtstyle.macs import format_macs, generator_macs, layer_macs, module_macs
 from rtstyle.models import GeneratorConfig, ResizeConv2d, ResnetGenerator
-from rtstyle.rewrites import SubPixelConvTranspose, subpixel_generator
+from rtstyle.formats.int8.rewrites import SubPixelConvTranspose, subpixel_generator
 
 
 def test_full_generator_is_gan_compressions_56_8_gmacs():

@@ -4,7 +4,7 @@ The reference layout must stay as it was (keys, metadata, outputs); the resize l
 train, export to ONNX and OpenVINO, and quantise to int8, each checked against eager PyTorch fp32 at sizes
 that are neither square nor powers of two, from one dynamic export, within each runtime's tolerance:
 ONNX Runtime 1e-4 and OpenVINO f32 5e-4 max abs (`engines.onnx_export`, `engines.openvino_export`), int8
->= 30 dB worst-frame PSNR on the held-out real frames (`rtstyle.quantize`). Tiny generators (ngf 8, 2
+>= 30 dB worst-frame PSNR on the held-out real frames (`rtstyle.formats.int8.quantize`). Tiny generators (ngf 8, 2
 blocks) at 32-68 px.
 """
 
@@ -168,8 +168,8 @@ def test_int8_quantises_the_resize_convs_and_passes_its_psnr_check(store):
     import openvino as ov
 
     from engines import ExportOptions, export_model
-    from rtstyle.calibration import heldout_frames
-    from rtstyle.quantize import psnr_db
+    from rtstyle.formats.int8.calibration import heldout_frames
+    from rtstyle.formats.int8.quantize import psnr_db
     from rtstyle.transforms import frames_to_tensor, tensor_to_frames
 
     hw = (36, 52)

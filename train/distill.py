@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
 
-from rtstyle.artifacts import artifact_kind, sha256_file
+from rtstyle.formats.metadata import artifact_kind, sha256_file
 from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig
 from rtstyle.store import resolve_model, store_dir
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.weights import ModelInfo, WeightsError, atomic_write, load_model, read_info, save_generator
+from rtstyle.io.files import atomic_write
+from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
 
 from .checkpoint import CheckpointError, Position, capture_rng, restore_rng
 from .data import EpochSampler, make_loader, steps_per_epoch
@@ -38,6 +39,7 @@ from .distill_data import (DistillDataset, extract_frames, find_sources, fixed_c
 from .distiller import LOSS_KEYS, Distiller
 from .loop import Distributed, StopSignals, pick_device, seed_everything
 from .records import Display, LossLog, format_losses, write_samples
+from .trainer import resolve_precision
 
 FORMAT = "rtstyle-distill-checkpoint"
 VERSION = 1
@@ -255,6 +257,10 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
                   + (f" + {len(frames)} frames of {len(sources.videos)} video(s)" if sources.videos else "")
                   + f"; {len(train_paths)} for training, {len(held_paths)} held out for fidelity")
 
+    # Resolved before anything is saved, as train does: config.json records the precision that runs.
+    precision, why = resolve_precision(config.precision, dist.device)
+    config = replace(config, precision=precision)
+    console.print(f"[yellow]{why}[/]" if why.startswith("WARNING") else f"precision {precision} ({why})")
     seed_everything(config.seed)
     distiller = Distiller(config, teacher.generator, student_cfg, dist.device, distributed=dist.active)
     seed_everything(config.seed + 7919 * dist.rank)

@@ -74,7 +74,8 @@ class DistillConfig:
     lr: float = _f(2e-4, "Adam learning rate (constant)")
     beta1: float = _f(0.5, "Adam beta1")
     # Run control
-    precision: str = _f("fp32", "arithmetic: fp32, bf16 autocast, or fp16 autocast with a grad scaler",
+    precision: str = _f("auto", "arithmetic: auto (bf16 autocast where the device has native bf16, else fp32, as "
+                                "train does), fp32, bf16 autocast, or fp16 autocast with a grad scaler",
                         choices=PRECISIONS)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N (torchrun: each process takes cuda:LOCAL_RANK)")
     seed: int = _f(0, "seed for the student's init, data order, crops and flips")
@@ -134,7 +135,7 @@ class DistillConfig:
         return cls(**d)
 
     def save_json(self, path: Path) -> None:
-        from rtstyle.weights import atomic_write
+        from rtstyle.io.files import atomic_write
 
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
         atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))

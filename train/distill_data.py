@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtstyle.images import read_image, write_image
-from rtstyle.paths import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError
+from rtstyle.io.images import read_image, write_image
+from rtstyle.io.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, InputError
 
 from .data import SAMPLE_EPOCH, _probe, item_seed, transform
 from .distill_config import DistillConfig
@@ -60,7 +60,7 @@ def _usable_images(paths: list[Path], config: DistillConfig) -> tuple[list[Path]
 
 def find_sources(config: DistillConfig) -> Sources:
     """Images and videos of the teacher's input domain; InputError when there is nothing usable."""
-    from rtstyle.video_io import VideoReader
+    from rtstyle.io.video import VideoReader
 
     root = Path(config.dataroot).expanduser()
     if not config.dataroot or not root.is_dir():
@@ -112,7 +112,7 @@ def extract_frames(videos: list[Path], folder: Path, per_video: int) -> list[Pat
     """Sample `per_video` frames of each video into `folder` as PNGs, once: an existing `folder` is reused.
 
     Written into a temporary folder renamed at the end, so a run killed while extracting extracts again."""
-    from rtstyle.video_io import VideoReader
+    from rtstyle.io.video import VideoReader
 
     if not videos:
         return []

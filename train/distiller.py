@@ -33,7 +33,7 @@ from torch import nn
 from rtstyle.models import GeneratorConfig, ResnetBlock, ResnetGenerator
 
 from .networks import build_discriminator, init_weights
-from .trainer import AUTOCAST_DTYPES, lsgan_loss, set_requires_grad
+from .trainer import AUTOCAST_DTYPES, lsgan_loss, resolve_precision, set_requires_grad
 
 LOSS_KEYS = ("l1", "feat", "gan", "disc")
 ENCODER_OUT = 9  # index in ResnetGenerator.model of the ReLU after the second downsampling
@@ -118,7 +118,7 @@ def select_channels(teacher: ResnetGenerator, config: GeneratorConfig, gain: flo
         raise ValueError(f"channel selection needs a student no wider or deeper than the teacher, with its norm and "
                          f"no dropout: student ngf {config.ngf}, {config.n_blocks} blocks, {config.norm}; teacher ngf "
                          f"{t.ngf}, {t.n_blocks} blocks, {t.norm}. Use --init normal, or a smaller student")
-    student = init_weights(ResnetGenerator(config), gain)
+    student = init_weights(ResnetGenerator(config), gain=gain)
     ts, ss = teacher.model, student.model
     nt, ns = t.n_blocks, config.n_blocks
     blocks_t = [ts[10 + i] for i in range(nt)]
@@ -167,7 +167,7 @@ def _block_convs(block: ResnetBlock) -> list[nn.Conv2d]:
 def build_student(teacher: ResnetGenerator, config: GeneratorConfig, init: str, gain: float) -> ResnetGenerator:
     if init == "select":
         return select_channels(teacher, config, gain)
-    return init_weights(ResnetGenerator(config), gain)
+    return init_weights(ResnetGenerator(config), gain=gain)
 
 
 # --- the training state ----------------------------------------------------------------------------------
@@ -193,8 +193,9 @@ class Distiller:
             self.disc = build_discriminator(config.ndf, config.n_layers_d, student_config.norm, config.init_gain)
             self.disc.to(self.device).train()
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=betas)
-        self.autocast_dtype = AUTOCAST_DTYPES.get(config.precision)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.precision, self.precision_reason = resolve_precision(config.precision, self.device)
+        self.autocast_dtype = AUTOCAST_DTYPES.get(self.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self._run_student, self._run_disc = self.student, self.disc
         if distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
