@@ -175,12 +175,15 @@ def run_datasets(args) -> int:
 
 # --- evaluate ---------------------------------------------------------------------------------------------
 def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (PSNR/SSIM or cycle error)",
+    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (PSNR/SSIM or cycle error), "
+                                        "or a translated video's flicker (--video)",
                        description="With paired ground truth (testB/NAME = translation of testA/NAME) reports "
                                    "PSNR and SSIM next to the identity baseline; otherwise, given "
-                                   "--model-back, the cycle-consistency error on testA.")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--dataroot", required=True, type=Path, help="dataset folder with testA (and testB)")
+                                   "--model-back, the cycle-consistency error on testA. --video SOURCE TRANSLATED "
+                                   "reports the warping error (Lai et al. 2018) instead; no model needed.")
+    p.add_argument("--model", help=MODEL_HELP + " (needed with --dataroot)")
+    p.add_argument("--dataroot", type=Path, help="dataset folder with testA (and testB)")
+    add_evaluate_video_args(p)
     p.add_argument("--model-back", help="the reverse generator (B->A), for the cycle-consistency score")
     p.add_argument("--size", default="native", help="processing size: native or short side N [native]")
     p.add_argument("--json", type=Path, help="also write the scores as JSON here")
@@ -197,6 +200,10 @@ def run_evaluate(args) -> int:
     from rtstyle.transforms import parse_size
     from train.evaluate import as_record, evaluate_cycle, evaluate_paired, has_paired_ground_truth
 
+    if args.video:
+        return run_evaluate_video(args)
+    if not args.model or not args.dataroot:
+        raise ValueError("evaluate needs --model and --dataroot (or --video SOURCE TRANSLATED)")
     size = parse_size(args.size)
     backend = backend_from_args(args)
     table = Table(title=f"{args.model} on {args.dataroot}")
@@ -218,6 +225,37 @@ def run_evaluate(args) -> int:
     Console().print(table)
     if args.json:
         record = as_record(scores) | {"model": str(args.model), "dataroot": str(args.dataroot)}
+        args.json.write_text(json.dumps(record, indent=2))
+    return 0
+
+
+def add_evaluate_video_args(p) -> None:
+    p.add_argument("--video", nargs=2, type=Path, metavar=("SOURCE", "TRANSLATED"),
+                   help="warping error of TRANSLATED along SOURCE's optical flow, SOURCE's own as the floor, ratio")
+    p.add_argument("--per-frame", type=Path, metavar="PERFRAME",
+                   help="with --video: the per-frame translation, for the SSIM of TRANSLATED against it")
+    p.add_argument("--flow", choices=("dis", "farneback"), default="dis", help="with --video: optical flow [dis]")
+
+
+def run_evaluate_video(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from rtstyle.temporal import score_videos
+
+    source, translated = args.video
+    scores = score_videos(source, translated, args.per_frame, args.flow)
+    table = Table(title=f"temporal consistency of {translated} along {source}'s flow ({scores.flow})")
+    for col in ("frames", "warp error source", "warp error translated", "ratio", "masked", "SSIM vs per-frame"):
+        table.add_column(col, justify="right")
+    table.add_row(str(scores.frames), f"{scores.source_error:.6f}", f"{scores.translated_error:.6f}",
+                  f"{scores.ratio:.3f}", f"{scores.masked_fraction:.1%}",
+                  "-" if scores.ssim_vs_per_frame is None else f"{scores.ssim_vs_per_frame:.4f}")
+    Console().print(table)
+    if args.json:
+        record = scores.as_record() | {"source": str(source), "translated": str(translated),
+                                       "per_frame": str(args.per_frame) if args.per_frame else None}
         args.json.write_text(json.dumps(record, indent=2))
     return 0
 
