@@ -37,6 +37,25 @@ def backend_from_args(args):
     return create_backend(args.model, dataclass_from_args(BackendOptions, args))
 
 
+def add_stabilize_args(p) -> None:
+    p.add_argument("--stabilize", nargs="?", type=float, const=0.9, default=None, metavar="STRENGTH",
+                   help="steady the output: blend it with the previous output warped along the input's optical "
+                        "flow, where the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.9; off "
+                        "without the option]")
+
+
+def add_skip_similar_arg(p) -> None:
+    p.add_argument("--skip-similar", type=float, default=None, metavar="THRESHOLD",
+                   help="live sources: reuse the last output when the input's mean luma difference (0..1, at 32 px) "
+                        "to the last translated input is below THRESHOLD, e.g. 0.01 [off]")
+
+
+def stabilize_from_args(args):
+    from rtstyle.stabilize import StabilizeOptions
+
+    return None if args.stabilize is None else StabilizeOptions(strength=args.stabilize)
+
+
 # --- translate --------------------------------------------------------------------------------------------
 def add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate image files, folders or globs",
@@ -356,6 +375,7 @@ def add_video(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="frames per backend call (helps GPUs) [1]")
     add_backend_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    add_stabilize_args(p)
 
 
 def run_video(args) -> int:
@@ -367,13 +387,15 @@ def run_video(args) -> int:
     from rtstyle.transforms import parse_size
 
     size = parse_size(args.size)
+    stabilize = stabilize_from_args(args)
     inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
     backend = backend_from_args(args)
     model_name = backend.info.name or Path(args.model).stem
     pairs = list(zip(inputs, output_paths(inputs, args.out, model_name)))
     console.print(f"[bold]{len(inputs)}[/] video(s) with {args.model} "
                   f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}, "
-                  f"size {size or 'native'}, batch {args.batch}")
+                  f"size {size or 'native'}, batch {args.batch}"
+                  + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
     translator = FrameTranslator(backend, size)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=console,
@@ -403,7 +425,7 @@ def run_video(args) -> int:
 
     try:
         with progress:
-            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite,
+            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite, stabilize=stabilize,
                                     on_start=on_start, on_progress=on_progress, on_done=on_done)
     except ConversionInterrupted as e:
         r = e.result
@@ -433,6 +455,8 @@ def add_webcam(sub) -> None:
     p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
     add_backend_args(p)
     add_dataclass_args(p, LiveOptions)
+    add_stabilize_args(p)
+    add_skip_similar_arg(p)
 
 
 def run_webcam(args) -> int:
@@ -453,10 +477,12 @@ def run_webcam(args) -> int:
     source = open_source(args.source, realtime=options.show, log=log)
     console.print(f"{source.name} ({'live, newest frame only' if source.live else 'every frame'}) with "
                   f"{args.model} via {backend.describe()}, size {options.size or 'native'}")
-    report = run_live(source, FrameTranslator(backend, options.size), options, log=log)
+    report = run_live(source, FrameTranslator(backend, options.size), options, log=log,
+                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar)
     median, worst = report.latency_ms()
     console.print(f"{report.ended}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} fps), "
-                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms")
+                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms"
+                  + (f", {report.skipped} skipped as similar" if args.skip_similar else ""))
     if report.frames:
         console.print(f"  {report.times.summary()}")
     if report.recorded:
@@ -482,6 +508,7 @@ def add_demo(sub) -> None:
                    help="open a window (default: when a display exists)")
     p.add_argument("--duration", type=float, help="live demo: stop after this many seconds")
     add_backend_args(p)
+    add_stabilize_args(p)
 
 
 def run_demo(args) -> int:
@@ -511,11 +538,12 @@ def run_demo(args) -> int:
                               duration=args.duration if show or args.duration else 10.0)
         args.out.mkdir(parents=True, exist_ok=True)
         report = run_live(open_source(args.source, realtime=show, log=console.print),
-                          FrameTranslator(backend, size), options, log=console.print)
+                          FrameTranslator(backend, size), options, log=console.print,
+                          stabilize=stabilize_from_args(args))
         console.print(f"{report.frames} frames at [bold]{report.fps:.1f} fps[/]"
                       + (f"; recorded -> {report.recorded}" if report.recorded else ""))
         return 1 if report.error else 0
-    report = demo(backend, args.out, size=size, show=show, log=console.print)
+    report = demo(backend, args.out, size=size, show=show, log=console.print, stabilize=stabilize_from_args(args))
     console.print(f"translated {report.frames} frames at [bold]{report.fps:.1f} fps[/] (decode + translate + encode)")
     console.print(f"video: {report.video}\nside by side: {report.side_by_side}")
     if not show:

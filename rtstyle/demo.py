@@ -18,6 +18,7 @@ import numpy as np
 from .backends import Backend
 from .images import write_image
 from .pipeline import FrameTranslator
+from .stabilize import StabilizeOptions
 from .store import ASSETS_DIR
 from .video import convert_video
 from .video_io import VideoReader
@@ -51,12 +52,12 @@ def side_by_side(original: np.ndarray, translated: np.ndarray) -> np.ndarray:
 
 
 def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool = True,
-             log: Callable[[str], None] = print) -> DemoReport:
+             log: Callable[[str], None] = print, stabilize: StabilizeOptions | None = None) -> DemoReport:
     """Translate the bundled clip into `out_dir` (its own files are replaced on each run) and show it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     translator = FrameTranslator(backend, size)
     video = out_dir / "demo_clip_translated.mp4"
-    result = convert_video(DEMO_CLIP, video, translator, overwrite=True)
+    result = convert_video(DEMO_CLIP, video, translator, overwrite=True, stabilize=stabilize)
     original = middle_frame(DEMO_CLIP)
     picture = write_image(out_dir / "side_by_side.png", side_by_side(original, translator(original[None])[0]))
     report = DemoReport(video=video, side_by_side=picture, frames=result.frames, fps=result.fps,
@@ -67,5 +68,5 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
 
         log("playing the clip side by side (q or Esc closes the window)")
         run_live(open_source(str(DEMO_CLIP), realtime=True, log=log), translator,
-                 LiveOptions(size=size, show=True, side_by_side=True), log=log)
+                 LiveOptions(size=size, show=True, side_by_side=True), log=log, stabilize=stabilize)
     return report

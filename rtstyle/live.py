@@ -22,6 +22,8 @@ from .display import KEY_HELP, Window, compose, draw_overlay
 from .images import write_image
 from .pipeline import FrameTranslator, StageTimes, timed
 from .sources import Captured, Source
+from .stabilize import StabilizeOptions
+from .steady import SteadyTranslator
 from .transforms import resize_frames, round_to_multiple
 from .video_io import OutputExistsError, VideoWriter
 
@@ -51,6 +53,7 @@ class LiveOptions:
 class LiveReport:
     frames: int = 0
     dropped: int = 0
+    skipped: int = 0  # frames whose input was similar enough to reuse the last output (--skip-similar)
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from capture to display, per frame
     times: StageTimes = field(default_factory=StageTimes)
@@ -78,11 +81,13 @@ def next_size(size: int | None, source_hw: tuple[int, int], step: int) -> int:
 
 def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
              log: Callable[[str], None] = print,
-             on_frame: Callable[[Captured, np.ndarray, float], None] | None = None) -> LiveReport:
+             on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
+             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None) -> LiveReport:
     """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, or Ctrl-C.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
-    latency_s)` is called after each frame is shown/recorded. The source is closed on return.
+    latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
+    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
     """
     if options.record and options.record.exists() and not options.overwrite:
         source.close()
@@ -93,6 +98,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         source.close()
         raise
     report = LiveReport(times=translator.times)
+    steady = SteadyTranslator(translator, stabilize, skip_similar)
     recorder: VideoWriter | None = None
     show_original, overlay = False, options.overlay
     fps_ema, last_shown = 0.0, None
@@ -112,7 +118,8 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
                 report.error = source.error
                 report.ended = source.error or "source ended"
                 break
-            translated = translator(item.rgb[None])[0]  # (h, w, 3)
+            translated = steady(item.rgb, item.captured_at)  # (h, w, 3)
+            report.skipped = steady.skipped
             view = compose(item.rgb, translated, options.side_by_side, show_original)
             if options.record:
                 with timed(report.times, "encode"):
@@ -135,7 +142,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
                     shown = view
                     if overlay:
                         shown = draw_overlay(view, _overlay_lines(fps_ema, latency, translator.size, source,
-                                                                  show_original))
+                                                                  show_original, steady.skipped))
                     window.show(shown)
                     action = window.poll(1)
                 if action == "quit":
@@ -192,10 +199,13 @@ def _fit(view: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool) -> list[str]:
+def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool,
+                   skipped: int = 0) -> list[str]:
     lines = [f"{fps:4.1f} fps  {1000 * latency:4.0f} ms", f"size {size or 'native'}"]
     if source.live:
         lines[1] += f"  dropped {source.dropped}"
+    if skipped:
+        lines[1] += f"  skipped {skipped}"
     if show_original:
         lines.append("original")
     return lines
