@@ -38,9 +38,9 @@ def backend_from_args(args):
 
 
 def add_stabilize_args(p) -> None:
-    p.add_argument("--stabilize", nargs="?", type=float, const=0.9, default=None, metavar="STRENGTH",
+    p.add_argument("--stabilize", nargs="?", type=float, const=0.93, default=None, metavar="STRENGTH",
                    help="steady the output: blend it with the previous output warped along the input's optical "
-                        "flow, where the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.9; off "
+                        "flow, where the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.93; off "
                         "without the option]")
 
 

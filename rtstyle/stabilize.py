@@ -36,10 +36,10 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
 class StabilizeOptions:
     """How strongly and at what cost outputs are steadied (the `--stabilize [STRENGTH]` option)."""
 
-    strength: float = 0.9  # weight of the warped previous output where the flow is trusted, in [0, 1)
+    strength: float = 0.93  # weight of the warped previous output where the flow is trusted, in [0, 1)
     flow_size: int = 180  # short side of the luma the flow is computed on (the input, downscaled)
-    flow_preset: str = "fast"  # DIS preset: ultrafast, fast or medium (measured: ultrafast's noisy flow jitters)
-    difference: float = 0.12  # RGB difference (0..1, after a blur) at which the warped output's weight halves
+    flow_preset: str = "medium"  # DIS preset: ultrafast, fast or medium (measured: the faster ones jitter)
+    difference: float = 0.3  # luma difference (0..1, after a blur) at which the warped output's weight halves
     cut_inconsistent: float = 0.6  # a frame with more than this share of inconsistent flow is a cut
     cut_difference: float = 0.2  # ... or whose luma differs this much (mean abs, 0..1) from its warped predecessor
 

@@ -104,7 +104,7 @@ def test_video_cli_stabilize_keeps_timing_and_lowers_the_ratio(tiny_model, tmp_p
     assert run_cli("video", clip, "--model", tiny_model, "--out", plain, "--size", "64") == 0
     assert run_cli("video", clip, "--model", tiny_model, "--out", steady, "--size", "64", "--stabilize") == 0
     err = capsys.readouterr().err
-    assert "stabilize 0.9" in err and "flow" in err and "blend" in err
+    assert "stabilize 0.93" in err and "flow" in err and "blend" in err
     assert probe(steady).frames == probe(clip).frames == 16
     before = temporal_scores(src, read_frames(plain))
     after = temporal_scores(src, read_frames(steady), read_frames(plain))
