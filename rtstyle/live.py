@@ -1,8 +1,10 @@
 """The live loop: newest frame from a source -> translation -> window and/or recording, as fast as it goes.
 
-One frame at a time, in the calling thread: the source's capture thread keeps only the newest frame
-(`sources.LatestFrame`), so when translation is slower than the camera frames are dropped rather than
-queued and latency (capture to display) stays about one translation long. Keys change the view while it
+Three threads: the source's capture thread keeps only the newest frame (`sources.LatestFrame`), a
+translation thread (`live_stages.TranslateStage`) hands its newest result to the calling thread, which
+composes, records and shows it. When translation is slower than the camera, or display slower than
+translation, frames are dropped rather than queued, so latency (capture to display) stays about one
+translation long; a file or folder source drops nothing. Keys change the view while it
 runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
 times, so the recording plays at the speed it happened.
 """
@@ -21,6 +23,7 @@ import numpy as np
 from .display import KEY_HELP, Window, compose, draw_overlay
 from .images import write_image
 from .pipeline import FrameTranslator, StageTimes, timed
+from .live_stages import TranslateStage
 from .sources import Captured, Source
 from .stabilize import StabilizeOptions
 from .steady import SteadyTranslator
@@ -99,6 +102,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         raise
     report = LiveReport(times=translator.times)
     steady = SteadyTranslator(translator, stabilize, skip_similar)
+    stage = TranslateStage(source, steady, options.read_timeout)  # reads and translates in its own thread
     recorder: VideoWriter | None = None
     show_original, overlay = False, options.overlay
     fps_ema, last_shown = 0.0, None
@@ -106,6 +110,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
     if window:
         log(KEY_HELP)
     try:
+        stage.start()
         while True:
             if options.max_frames is not None and report.frames >= options.max_frames:
                 report.ended = f"{options.max_frames} frames done"
@@ -113,12 +118,12 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             if options.duration is not None and time.monotonic() - start >= options.duration:
                 report.ended = f"{options.duration:g} s elapsed"
                 break
-            item = source.read(timeout=options.read_timeout)
-            if item is None:
+            got = stage.next()  # (Captured, translated (h, w, 3)), the newest one for a live source
+            if got is None:
                 report.error = source.error
                 report.ended = source.error or "source ended"
                 break
-            translated = steady(item.rgb, item.captured_at)  # (h, w, 3)
+            item, translated = got
             report.skipped = steady.skipped
             view = compose(item.rgb, translated, options.side_by_side, show_original)
             if options.record:
@@ -136,7 +141,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             last_shown = now
             report.frames += 1
             report.latencies.append(latency)
-            report.dropped = source.dropped
+            report.dropped = source.dropped + stage.out.dropped
             if window:
                 with timed(report.times, "display"):
                     shown = view
@@ -170,7 +175,9 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         report.ended = "interrupted (Ctrl-C)"
     finally:
         report.seconds = time.monotonic() - start
-        report.dropped = source.dropped
+        stage.finish(options.read_timeout + 1.0)  # before the source closes: a file must not be closed mid-read
+        report.dropped = source.dropped + stage.out.dropped
+        report.skipped = steady.skipped
         source.close()
         if window:
             window.close()
