@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pipeline import FrameTranslator
+from .pipeline import FrameTranslator, timed
 from .stabilize import StabilizeOptions, Stabilizer
 from .temporal import gray
 
@@ -79,13 +79,15 @@ class SteadyTranslator:
             self.stabilizer.reset()
             self.resets += 1
         if self.similar is not None and self._last_out is not None and not stalled and self.similar.skip(rgb):
-            out = self.stabilizer.reuse(rgb) if self.stabilizer is not None else None
+            with timed(self.translator.times, "stabilize"):
+                out = self.stabilizer.reuse(rgb) if self.stabilizer is not None else None
             self._last_out = out if out is not None else self._last_out
             return self._last_out
         out = self.translator(rgb[None])[0]  # (h, w, 3)
         if self.similar is not None:
             self.similar.remember(rgb)
         if self.stabilizer is not None:
-            out = self.stabilizer(rgb, out)
+            with timed(self.translator.times, "stabilize"):  # flow + blend, in the translation thread
+                out = self.stabilizer(rgb, out)
         self._last_out = out
         return out

@@ -99,6 +99,6 @@ def test_ctrl_c_leaves_a_playable_recording(tiny_model, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "interrupted (Ctrl-C)" in err and "recorded ->" in err
+    assert "interrupted (Ctrl-C)" in err and "recorded ->" in err and "stabilize" in err
     p = probe(out)
     assert p.frames >= 3 and p.duration > 0, p
