@@ -53,6 +53,25 @@ def backend_from_args(args):
     return create_backend(args.model, dataclass_from_args(BackendOptions, args))
 
 
+def add_stabilize_args(p) -> None:
+    p.add_argument("--stabilize", nargs="?", type=float, const=0.93, default=None, metavar="STRENGTH",
+                   help="steady the output: blend it with the previous output warped along the input's optical "
+                        "flow, where the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.93; off "
+                        "without the option]")
+
+
+def add_skip_similar_arg(p) -> None:
+    p.add_argument("--skip-similar", type=float, default=None, metavar="THRESHOLD",
+                   help="live sources: reuse the last output when the input's mean luma difference (0..1, at 32 px) "
+                        "to the last translated input is below THRESHOLD, e.g. 0.01 [off]")
+
+
+def stabilize_from_args(args):
+    from rtstyle.stabilize import StabilizeOptions
+
+    return None if args.stabilize is None else StabilizeOptions(strength=args.stabilize)
+
+
 # --- translate --------------------------------------------------------------------------------------------
 def add_translate(sub) -> None:
     p = sub.add_parser("translate", help="translate image files, folders or globs",
@@ -185,12 +204,15 @@ def run_datasets(args) -> int:
 
 # --- evaluate ---------------------------------------------------------------------------------------------
 def add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (PSNR/SSIM or cycle error)",
+    p = sub.add_parser("evaluate", help="score a model on a dataset's test split (PSNR/SSIM or cycle error), "
+                                        "or a translated video's flicker (--video)",
                        description="With paired ground truth (testB/NAME = translation of testA/NAME) reports "
                                    "PSNR and SSIM next to the identity baseline; otherwise, given "
-                                   "--model-back, the cycle-consistency error on testA.")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--dataroot", required=True, type=Path, help="dataset folder with testA (and testB)")
+                                   "--model-back, the cycle-consistency error on testA. --video SOURCE TRANSLATED "
+                                   "reports the warping error (Lai et al. 2018) instead; no model needed.")
+    p.add_argument("--model", help=MODEL_HELP + " (needed with --dataroot)")
+    p.add_argument("--dataroot", type=Path, help="dataset folder with testA (and testB)")
+    add_evaluate_video_args(p)
     p.add_argument("--model-back", help="the reverse generator (B->A), for the cycle-consistency score")
     p.add_argument("--size", default="native", help="processing size: native or short side N [native]")
     p.add_argument("--json", type=Path, help="also write the scores as JSON here")
@@ -207,6 +229,10 @@ def run_evaluate(args) -> int:
     from rtstyle.transforms import parse_size
     from train.evaluate import as_record, evaluate_cycle, evaluate_paired, has_paired_ground_truth
 
+    if args.video:
+        return run_evaluate_video(args)
+    if not args.model or not args.dataroot:
+        raise ValueError("evaluate needs --model and --dataroot (or --video SOURCE TRANSLATED)")
     size = parse_size(args.size)
     backend = backend_from_args(args)
     table = Table(title=f"{args.model} on {args.dataroot}")
@@ -228,6 +254,37 @@ def run_evaluate(args) -> int:
     Console().print(table)
     if args.json:
         record = as_record(scores) | {"model": str(args.model), "dataroot": str(args.dataroot)}
+        args.json.write_text(json.dumps(record, indent=2))
+    return 0
+
+
+def add_evaluate_video_args(p) -> None:
+    p.add_argument("--video", nargs=2, type=Path, metavar=("SOURCE", "TRANSLATED"),
+                   help="warping error of TRANSLATED along SOURCE's optical flow, SOURCE's own as the floor, ratio")
+    p.add_argument("--per-frame", type=Path, metavar="PERFRAME",
+                   help="with --video: the per-frame translation, for the SSIM of TRANSLATED against it")
+    p.add_argument("--flow", choices=("dis", "farneback"), default="dis", help="with --video: optical flow [dis]")
+
+
+def run_evaluate_video(args) -> int:
+    import json
+
+    from rich.table import Table
+
+    from rtstyle.temporal import score_videos
+
+    source, translated = args.video
+    scores = score_videos(source, translated, args.per_frame, args.flow)
+    table = Table(title=f"temporal consistency of {translated} along {source}'s flow ({scores.flow})")
+    for col in ("frames", "warp error source", "warp error translated", "ratio", "masked", "SSIM vs per-frame"):
+        table.add_column(col, justify="right")
+    table.add_row(str(scores.frames), f"{scores.source_error:.6f}", f"{scores.translated_error:.6f}",
+                  f"{scores.ratio:.3f}", f"{scores.masked_fraction:.1%}",
+                  "-" if scores.ssim_vs_per_frame is None else f"{scores.ssim_vs_per_frame:.4f}")
+    Console().print(table)
+    if args.json:
+        record = scores.as_record() | {"source": str(source), "translated": str(translated),
+                                       "per_frame": str(args.per_frame) if args.per_frame else None}
         args.json.write_text(json.dumps(record, indent=2))
     return 0
 
@@ -358,6 +415,7 @@ def add_video(sub) -> None:
     p.add_argument("--batch", type=int, default=1, help="frames per backend call (helps GPUs) [1]")
     add_backend_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    add_stabilize_args(p)
 
 
 def run_video(args) -> int:
@@ -369,13 +427,15 @@ def run_video(args) -> int:
     from rtstyle.transforms import parse_size
 
     size = parse_size(args.size)
+    stabilize = stabilize_from_args(args)
     inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
     backend = backend_from_args(args)
     model_name = backend.info.name or Path(args.model).stem
     pairs = list(zip(inputs, output_paths(inputs, args.out, model_name)))
     console.print(f"[bold]{len(inputs)}[/] video(s) with {args.model} "
                   f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}, "
-                  f"size {size or 'native'}, batch {args.batch}")
+                  f"size {size or 'native'}, batch {args.batch}"
+                  + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
     translator = FrameTranslator(backend, size)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=console,
@@ -405,7 +465,7 @@ def run_video(args) -> int:
 
     try:
         with progress:
-            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite,
+            report = convert_videos(pairs, translator, batch=args.batch, overwrite=args.overwrite, stabilize=stabilize,
                                     on_start=on_start, on_progress=on_progress, on_done=on_done)
     except ConversionInterrupted as e:
         r = e.result
@@ -435,6 +495,8 @@ def add_webcam(sub) -> None:
     p.add_argument("--size", default="256", help=SIZE_HELP_VIDEO)
     add_backend_args(p)
     add_dataclass_args(p, LiveOptions)
+    add_stabilize_args(p)
+    add_skip_similar_arg(p)
 
 
 def run_webcam(args) -> int:
@@ -455,10 +517,12 @@ def run_webcam(args) -> int:
     source = open_source(args.source, realtime=options.show, log=log)
     console.print(f"{source.name} ({'live, newest frame only' if source.live else 'every frame'}) with "
                   f"{args.model} via {backend.describe()}, size {options.size or 'native'}")
-    report = run_live(source, FrameTranslator(backend, options.size), options, log=log)
+    report = run_live(source, FrameTranslator(backend, options.size), options, log=log,
+                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar)
     median, worst = report.latency_ms()
     console.print(f"{report.ended}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} fps), "
-                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms")
+                  f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms"
+                  + (f", {report.skipped} skipped as similar" if args.skip_similar else ""))
     if report.frames:
         console.print(f"  {report.times.summary()}")
     if report.recorded:
@@ -484,6 +548,7 @@ def add_demo(sub) -> None:
                    help="open a window (default: when a display exists)")
     p.add_argument("--duration", type=float, help="live demo: stop after this many seconds")
     add_backend_args(p)
+    add_stabilize_args(p)
 
 
 def run_demo(args) -> int:
@@ -495,11 +560,12 @@ def run_demo(args) -> int:
     console.print(f"demo model {args.model} ({backend.info.direction or 'direction unknown'}) via "
                   f"{backend.describe()}")
     if args.source is not None:
-        report = run_live_demo(backend, args.source, args.out, size, show, args.duration, log=console.print)
+        report = run_live_demo(backend, args.source, args.out, size, show, args.duration, log=console.print,
+                               stabilize=stabilize_from_args(args))
         console.print(f"{report.frames} frames at [bold]{report.fps:.1f} fps[/]"
                       + (f"; recorded -> {report.recorded}" if report.recorded else ""))
         return 1 if report.error else 0
-    report = run_demo(backend, args.out, size=size, show=show, log=console.print)
+    report = run_demo(backend, args.out, size=size, show=show, log=console.print, stabilize=stabilize_from_args(args))
     console.print(f"translated {report.frames} frames at [bold]{report.fps:.1f} fps[/] (decode + translate + encode)")
     console.print(f"video: {report.video}\nside by side: {report.side_by_side}")
     if not show:

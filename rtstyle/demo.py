@@ -19,6 +19,7 @@ from .backends import Backend
 from .io.images import write_image
 from .io.video import read_frames
 from .pipeline import FrameTranslator
+from .stabilize import StabilizeOptions
 from .store import DEMO_CLIP
 from .video import convert_video
 
@@ -62,12 +63,12 @@ def side_by_side(original: np.ndarray, translated: np.ndarray) -> np.ndarray:
 
 
 def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool = True,
-             log: Callable[[str], None] = print) -> DemoReport:
+             log: Callable[[str], None] = print, stabilize: StabilizeOptions | None = None) -> DemoReport:
     """Translate the bundled clip into `out_dir` (its own files are replaced on each run) and show it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     translator = FrameTranslator(backend, size)
     video = out_dir / "demo_clip_translated.mp4"
-    result = convert_video(DEMO_CLIP, video, translator, overwrite=True)
+    result = convert_video(DEMO_CLIP, video, translator, overwrite=True, stabilize=stabilize)
     original = middle_frame(DEMO_CLIP)
     picture = write_image(out_dir / "side_by_side.png", side_by_side(original, translator(original[None])[0]))
     report = DemoReport(video=video, side_by_side=picture, frames=result.frames, fps=result.fps,
@@ -78,12 +79,13 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
 
         log("playing the clip side by side (q or Esc closes the window)")
         run_live(open_source(str(DEMO_CLIP), realtime=True, log=log), translator,
-                 LiveOptions(size=size, show=True, side_by_side=True), log=log)
+                 LiveOptions(size=size, show=True, side_by_side=True), log=log, stabilize=stabilize)
     return report
 
 
 def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None = 256, show: bool = True,
-                  duration: float | None = None, log: Callable[[str], None] = print) -> DemoReport:
+                  duration: float | None = None, log: Callable[[str], None] = print,
+                  stabilize: StabilizeOptions | None = None) -> DemoReport:
     """The demo on a live source, side by side; without a window it records 10 s (or `duration`) to out_dir."""
     from .io.sources import open_source
     from .live import LiveOptions, run_live
@@ -91,6 +93,7 @@ def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None
     options = LiveOptions(size=size, show=show, side_by_side=True, record=None if show else out_dir / "live.mp4",
                           overwrite=True, duration=duration if show or duration else 10.0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log)
+    live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log,
+                    stabilize=stabilize)
     return DemoReport(recorded=live.recorded, frames=live.frames, fps=live.fps,
                       error=str(live.error) if live.error else None)

@@ -1,8 +1,10 @@
 """The live loop: newest frame from a source -> translation -> window and/or recording, as fast as it goes.
 
-One frame at a time, in the calling thread: the source's capture thread keeps only the newest frame
-(`sources.LatestFrame`), so when translation is slower than the camera frames are dropped rather than
-queued and latency (capture to display) stays about one translation long. Keys change the view while it
+Three threads: the source's capture thread keeps only the newest frame (`sources.LatestFrame`), a
+translation thread (`live_stages.TranslateStage`) hands its newest result to the calling thread, which
+composes, records and shows it. When translation is slower than the camera, or display slower than
+translation, frames are dropped rather than queued, so latency (capture to display) stays about one
+translation long; a file or folder source drops nothing. Keys change the view while it
 runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
 times, so the recording plays at the speed it happened.
 """
@@ -23,6 +25,9 @@ from .io.images import write_image
 from .io.sources import Captured, Source
 from .io.video import OutputExistsError, VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
+from .live_stages import TranslateStage
+from .stabilize import StabilizeOptions
+from .steady import SteadyTranslator
 from .transforms import resize_frames, round_to_multiple
 
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
@@ -51,6 +56,7 @@ class LiveOptions:
 class LiveReport:
     frames: int = 0
     dropped: int = 0
+    skipped: int = 0  # frames whose input was similar enough to reuse the last output (--skip-similar)
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds from capture to display, per frame
     times: StageTimes = field(default_factory=StageTimes)
@@ -78,11 +84,13 @@ def next_size(size: int | None, source_hw: tuple[int, int], step: int) -> int:
 
 def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
              log: Callable[[str], None] = print,
-             on_frame: Callable[[Captured, np.ndarray, float], None] | None = None) -> LiveReport:
+             on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
+             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None) -> LiveReport:
     """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, or Ctrl-C.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
-    latency_s)` is called after each frame is shown/recorded. The source is closed on return.
+    latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
+    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
     """
     if options.record and options.record.exists() and not options.overwrite:
         source.close()
@@ -93,6 +101,8 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         source.close()
         raise
     report = LiveReport(times=translator.times)
+    steady = SteadyTranslator(translator, stabilize, skip_similar)
+    stage = TranslateStage(source, steady, options.read_timeout)  # reads and translates in its own thread
     recorder: VideoWriter | None = None
     show_original, overlay = False, options.overlay
     fps_ema, last_shown = 0.0, None
@@ -100,6 +110,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
     if window:
         log(KEY_HELP)
     try:
+        stage.start()
         while True:
             if options.max_frames is not None and report.frames >= options.max_frames:
                 report.ended = f"{options.max_frames} frames done"
@@ -107,12 +118,13 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             if options.duration is not None and time.monotonic() - start >= options.duration:
                 report.ended = f"{options.duration:g} s elapsed"
                 break
-            item = source.read(timeout=options.read_timeout)
-            if item is None:
+            got = stage.next()  # (Captured, translated (h, w, 3)), the newest one for a live source
+            if got is None:
                 report.error = source.error
                 report.ended = source.error or "source ended"
                 break
-            translated = translator(item.rgb[None])[0]  # (h, w, 3)
+            item, translated = got
+            report.skipped = steady.skipped
             view = compose(item.rgb, translated, options.side_by_side, show_original)
             if options.record:
                 with timed(report.times, "encode"):
@@ -129,13 +141,13 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             last_shown = now
             report.frames += 1
             report.latencies.append(latency)
-            report.dropped = source.dropped
+            report.dropped = source.dropped + stage.out.dropped
             if window:
                 with timed(report.times, "display"):
                     shown = view
                     if overlay:
                         shown = draw_overlay(view, _overlay_lines(fps_ema, latency, translator.size, source,
-                                                                  show_original))
+                                                                  show_original, steady.skipped))
                     window.show(shown)
                     action = window.poll(1)
                 if action == "quit":
@@ -163,7 +175,9 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         report.ended = "interrupted (Ctrl-C)"
     finally:
         report.seconds = time.monotonic() - start
-        report.dropped = source.dropped
+        stage.finish(options.read_timeout + 1.0)  # before the source closes: a file must not be closed mid-read
+        report.dropped = source.dropped + stage.out.dropped
+        report.skipped = steady.skipped
         source.close()
         if window:
             window.close()
@@ -192,10 +206,13 @@ def _fit(view: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool) -> list[str]:
+def _overlay_lines(fps: float, latency: float, size: int | None, source: Source, show_original: bool,
+                   skipped: int = 0) -> list[str]:
     lines = [f"{fps:4.1f} fps  {1000 * latency:4.0f} ms", f"size {size or 'native'}"]
     if source.live:
         lines[1] += f"  dropped {source.dropped}"
+    if skipped:
+        lines[1] += f"  skipped {skipped}"
     if show_original:
         lines.append("original")
     return lines

@@ -23,6 +23,7 @@ from .errors import UserError
 from .io.inputs import refuse_clashing_stems
 from .io.video import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
+from .stabilize import Blender, MotionEstimator, StabilizeOptions
 
 
 @dataclass
@@ -88,9 +89,11 @@ def _put(q: queue.Queue, item, consumer: Worker) -> None:
 
 def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: int = 1, overwrite: bool = False,
                   on_start: Callable[[VideoInfo], None] | None = None,
-                  on_progress: Callable[[int], None] | None = None) -> ConvertResult:
+                  on_progress: Callable[[int], None] | None = None,
+                  stabilize: StabilizeOptions | None = None) -> ConvertResult:
     """Translate every frame of `src` into `dst`; raises VideoReadError, OutputExistsError, ConversionFailed,
-    ConversionInterrupted."""
+    ConversionInterrupted. With `stabilize`, the flow is found in the decode thread and the blend done in the
+    encode thread (`rtstyle/stabilize.py`), both beside inference."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     if dst.exists() and not overwrite:
@@ -107,6 +110,9 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
         q_in: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
         q_out: queue.Queue = queue.Queue(maxsize=2 * batch + 2)
 
+        motion = MotionEstimator(stabilize) if stabilize else None
+        blender = Blender(stabilize) if stabilize else None
+
         def decode(put, stop_event) -> None:
             frames = iter(reader)
             while not stop_event.is_set():
@@ -114,11 +120,17 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
                     item = next(frames, None)  # (rgb (h, w, 3), t)
                 if item is None:
                     return
+                if motion is not None:
+                    with timed(times, "flow"):
+                        item = (*item, motion(item[0]))  # (rgb, t, Motion)
                 put(item)
 
         def encode(_put, stop_event) -> None:
             while (item := get(q_out, stop_event)) is not END:
-                frames, stamps = item
+                frames, stamps, motions = item
+                if blender is not None:
+                    with timed(times, "blend", len(frames)):
+                        frames = [blender(rgb, m) for rgb, m in zip(frames, motions)]
                 with timed(times, "encode", len(frames)):
                     for rgb, t in zip(frames, stamps):
                         writer.write(rgb, t)
@@ -142,8 +154,8 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
                         break
                     items.append(item)
                 if items:
-                    out = translator(np.stack([rgb for rgb, _ in items]))  # (b, h, w, 3)
-                    _put(q_out, (out, [t for _, t in items]), encoder)
+                    out = translator(np.stack([it[0] for it in items]))  # (b, h, w, 3)
+                    _put(q_out, (out, [it[1] for it in items], [it[-1] for it in items]), encoder)
             _put(q_out, END, encoder)
             encoder.join_checked()
             decoder.join_checked()
@@ -181,7 +193,7 @@ def _drain(stop: threading.Event, q_out: queue.Queue, decoder: Worker, encoder: 
 
 
 def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, *, batch: int = 1,
-                   overwrite: bool = False,
+                   overwrite: bool = False, stabilize: StabilizeOptions | None = None,
                    on_start: Callable[[Path, Path, VideoInfo], None] | None = None,
                    on_progress: Callable[[Path, int], None] | None = None,
                    on_done: Callable[[ConvertResult | None, Path, str | None], None] | None = None) -> ConvertReport:
@@ -191,7 +203,7 @@ def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, 
         result, error = None, None
         try:
             result = convert_video(
-                src, dst, translator, batch=batch, overwrite=overwrite,
+                src, dst, translator, batch=batch, overwrite=overwrite, stabilize=stabilize,
                 on_start=(lambda info, s=src, d=dst: on_start(s, d, info)) if on_start else None,
                 on_progress=(lambda n, s=src: on_progress(s, n)) if on_progress else None)
             report.done.append(result)

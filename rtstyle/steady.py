@@ -1,0 +1,93 @@
+"""One live frame at a time: translation with the optional similarity filter (`--skip-similar`) and stabiliser.
+
+The similarity filter follows StreamDiffusion's "stochastic similarity filter" (Kodaira et al. 2023), made
+deterministic: when the new input differs from the last *translated* input by less than a threshold (mean
+absolute luma difference, 0..1, on a frame downscaled to a short side of 32, ~0.1 ms), the model is not run
+and the last output is reused; with `--stabilize` the reused output is still moved along the input's flow.
+Comparing against the last translated input, not the previous frame, means slow drift adds up and is
+translated once it passes the threshold. A live source that stalls (no frame for `stall_seconds`) or changes
+size starts the stabiliser over, so nothing is blended across the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .pipeline import FrameTranslator, timed
+from .stabilize import StabilizeOptions, Stabilizer
+from .temporal import gray
+
+SIMILARITY_SIZE = 32  # short side the similarity filter compares at
+
+
+@dataclass
+class SimilarityFilter:
+    """`skip(rgb)`: True when `rgb` is within `threshold` of the last frame passed to `remember`."""
+
+    threshold: float
+    skipped: int = 0
+    checked: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"--skip-similar threshold must be in (0, 1), got {self.threshold}")
+        self._last: np.ndarray | None = None
+        self._shape: tuple[int, ...] | None = None
+
+    def difference(self, rgb: np.ndarray) -> float:
+        """Mean absolute luma difference (0..1) to the remembered frame; inf when there is none or sizes differ."""
+        if self._last is None or self._shape != rgb.shape:
+            return float("inf")
+        small = gray(rgb, SIMILARITY_SIZE).astype(np.int16)
+        return float(np.abs(small - self._last).mean()) / 255.0
+
+    def skip(self, rgb: np.ndarray) -> bool:
+        self.checked += 1
+        if self.difference(rgb) < self.threshold:
+            self.skipped += 1
+            return True
+        return False
+
+    def remember(self, rgb: np.ndarray) -> None:
+        self._last, self._shape = gray(rgb, SIMILARITY_SIZE).astype(np.int16), rgb.shape
+
+
+class SteadyTranslator:
+    """rgb (h, w, 3) uint8 -> output frame: `translator`, unless the filter skips it, then the stabiliser."""
+
+    def __init__(self, translator: FrameTranslator, stabilize: StabilizeOptions | None = None,
+                 skip_similar: float | None = None, stall_seconds: float = 1.0) -> None:
+        self.translator = translator
+        self.stabilizer = Stabilizer(stabilize) if stabilize else None
+        self.similar = SimilarityFilter(skip_similar) if skip_similar else None
+        self.stall_seconds = stall_seconds
+        self.resets = 0  # stabiliser restarts after a stall
+        self._last_out: np.ndarray | None = None
+        self._last_at: float | None = None
+
+    @property
+    def skipped(self) -> int:
+        return self.similar.skipped if self.similar else 0
+
+    def __call__(self, rgb: np.ndarray, captured_at: float | None = None) -> np.ndarray:
+        stalled = (captured_at is not None and self._last_at is not None
+                   and captured_at - self._last_at > self.stall_seconds)
+        self._last_at = captured_at
+        if stalled and self.stabilizer is not None:
+            self.stabilizer.reset()
+            self.resets += 1
+        if self.similar is not None and self._last_out is not None and not stalled and self.similar.skip(rgb):
+            with timed(self.translator.times, "stabilize"):
+                out = self.stabilizer.reuse(rgb) if self.stabilizer is not None else None
+            self._last_out = out if out is not None else self._last_out
+            return self._last_out
+        out = self.translator(rgb[None])[0]  # (h, w, 3)
+        if self.similar is not None:
+            self.similar.remember(rgb)
+        if self.stabilizer is not None:
+            with timed(self.translator.times, "stabilize"):  # flow + blend, in the translation thread
+                out = self.stabilizer(rgb, out)
+        self._last_out = out
+        return out
