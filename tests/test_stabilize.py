@@ -13,7 +13,7 @@ from rtstyle.stabilize import StabilizeOptions, Stabilizer
 from rtstyle.steady import SimilarityFilter, SteadyTranslator
 from rtstyle.temporal import ssim, temporal_scores
 from test_temporal import colour_map, moving_square, noisy, textured, write_clip
-from test_video import run_cli
+from conftest import run_main as run_cli  # cli.main in this process, torch backend unless named
 
 GOAL = 1.5  # issue 13: warping-error ratio with --stabilize
 
@@ -121,13 +121,12 @@ def test_video_cli_stabilize_single_frame(tiny_model, tmp_path):
 
 def test_webcam_still_stream_skips_similar_frames_and_records_them_all(tiny_model, tmp_path, capsys):
     from media_helpers import MJPEGServer
-    from test_webcam import run_cli as run_webcam_cli
 
     still = textured(64, 96, 7)
     out = tmp_path / "rec.mp4"
     with MJPEGServer(lambda i: still, fps=25, stamp=False) as server:
-        assert run_webcam_cli("webcam", "--model", tiny_model, "--source", server.url, "--no-show", "--record", out,
-                              "--max-frames", 10, "--size", 32, "--stabilize", "--skip-similar", 0.01) == 0
+        assert run_cli("webcam", "--model", tiny_model, "--source", server.url, "--no-show", "--record", out,
+                       "--max-frames", 10, "--size", 32, "--stabilize", "--skip-similar", 0.01) == 0
     err = capsys.readouterr().err
     skipped = int(err.split(" skipped as similar")[0].rsplit(" ", 1)[1])
     assert skipped >= 9, err  # every frame after the first repeats it (the stage may run one or two ahead)
