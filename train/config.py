@@ -36,9 +36,59 @@ def _f(default, help: str, **meta):
     return field(default=default, metadata={"help": help, **meta})
 
 
+class RunConfig:
+    """What a run's typed config does beside holding options (TrainConfig, DistillConfig): it is written as JSON
+    in the run folder and read back on `--resume`, where only the fields in the class's RESUMABLE may change."""
+
+    KIND = "run"  # in messages: "training", "distillation"
+    RESUMABLE: tuple = ()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def complete(cls, d: dict) -> dict:
+        """A saved config brought up to this version's fields (keys older versions lacked get their old meaning)."""
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.KIND} config keys {unknown}; this rtstyle knows {sorted(known)}")
+        return cls(**cls.complete(d))
+
+    def save_json(self, path: Path) -> None:
+        from rtstyle.io.files import atomic_write
+
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+    @classmethod
+    def load_json(cls, path: Path):
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ValueError(f"{path}: not a readable {cls.KIND} config ({e})") from e
+
+    def resumed_with(self, changes: dict):
+        """This (saved) config with `changes` from the command line; changing a fixed field is refused."""
+        resumable = self.RESUMABLE
+        fixed = {k: v for k, v in changes.items() if k not in resumable and getattr(self, k) != v}
+        if fixed:
+            listing = ", ".join(f"--{k.replace('_', '-')} {v} (run has {getattr(self, k)})" for k, v in fixed.items())
+            raise ValueError(f"--resume keeps the run's saved config; these options differ from it: {listing}. "
+                             f"Only {', '.join('--' + r.replace('_', '-') for r in resumable)} may change")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in resumable})
+
+
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Everything that defines a training run; see the module docstring for where the defaults come from."""
+
+    KIND = "training"
+    RESUMABLE = RESUMABLE
 
     # Run and data
     dataroot: str = _f("", "folder holding trainA/ and trainB/ (unpaired images of domains A and B)")
@@ -194,35 +244,3 @@ class TrainConfig:
             a, b = parts if len(parts) == 2 and all(parts) else ("A", "B")
         return (b, a) if self.direction == "BtoA" else (a, b)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; this rtstyle knows {sorted(known)}")
-        return cls(**cls.complete(d))
-
-    def save_json(self, path: Path) -> None:
-        from rtstyle.io.files import atomic_write
-
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-    @classmethod
-    def load_json(cls, path: Path) -> "TrainConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path}: not a readable training config ({e})") from e
-
-    def resumed_with(self, changes: dict) -> "TrainConfig":
-        """This (saved) config with `changes` from the command line; changing a fixed field is refused."""
-        fixed = {k: v for k, v in changes.items() if k not in RESUMABLE and getattr(self, k) != v}
-        if fixed:
-            listing = ", ".join(f"--{k.replace('_', '-')} {v} (run has {getattr(self, k)})" for k, v in fixed.items())
-            raise ValueError(f"--resume keeps the run's saved config; these options differ from it: {listing}. "
-                             f"Only {', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} may change")
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in RESUMABLE})

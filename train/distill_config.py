@@ -13,14 +13,12 @@ where only the fields in `RESUMABLE` may change.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtstyle.models import UPSAMPLES
 
-from .config import PRECISIONS, PREPROCESS
+from .config import PRECISIONS, PREPROCESS, RunConfig
 
 INITS = ("select", "normal")
 RESUMABLE = ("name", "out", "dataroot", "max_steps", "max_minutes", "save_every", "sample_every", "log_every",
@@ -32,8 +30,11 @@ def _f(default, help: str, **meta):
 
 
 @dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(RunConfig):
     """Everything that defines a distillation run; see the module docstring."""
+
+    KIND = "distillation"
+    RESUMABLE = RESUMABLE
 
     # Teacher, data, run folder
     teacher: str = _f("", "the generator to distil: anything --model accepts that has weights "
@@ -123,35 +124,3 @@ class DistillConfig:
     def video_list(self) -> list[str]:
         return [v.strip() for v in (self.videos or "").split(",") if v.strip()]
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DistillConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown distillation config keys {unknown}; this rtstyle knows {sorted(known)}")
-        return cls(**d)
-
-    def save_json(self, path: Path) -> None:
-        from rtstyle.io.files import atomic_write
-
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
-
-    @classmethod
-    def load_json(cls, path: Path) -> "DistillConfig":
-        try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ValueError(f"{path}: not a readable distillation config ({e})") from e
-
-    def resumed_with(self, changes: dict) -> "DistillConfig":
-        """This (saved) config with `changes` from the command line; changing a fixed field is refused."""
-        fixed = {k: v for k, v in changes.items() if k not in RESUMABLE and getattr(self, k) != v}
-        if fixed:
-            listing = ", ".join(f"--{k.replace('_', '-')} {v} (run has {getattr(self, k)})" for k, v in fixed.items())
-            raise ValueError(f"--resume keeps the run's saved config; these options differ from it: {listing}. "
-                             f"Only {', '.join('--' + r.replace('_', '-') for r in RESUMABLE)} may change")
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if k in RESUMABLE})
