@@ -21,6 +21,7 @@ from .io.video import read_frames
 from .pipeline import FrameTranslator
 from .stabilize import StabilizeOptions
 from .store import DEMO_CLIP
+from .transforms import plan_for
 from .video import convert_video
 
 
@@ -67,9 +68,11 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
     """Translate the bundled clip into `out_dir` (its own files are replaced on each run) and show it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     translator = FrameTranslator(backend, size)
+    original = middle_frame(DEMO_CLIP)
+    if hasattr(backend, "prepare"):  # OpenVINO int8 from weights: the 4 s clip is over before a background build
+        backend.prepare(plan_for(*original.shape[:2], size).padded)
     video = out_dir / "demo_clip_translated.mp4"
     result = convert_video(DEMO_CLIP, video, translator, overwrite=True, stabilize=stabilize)
-    original = middle_frame(DEMO_CLIP)
     picture = write_image(out_dir / "side_by_side.png", side_by_side(original, translator(original[None])[0]))
     report = DemoReport(video=video, side_by_side=picture, frames=result.frames, fps=result.fps,
                         notes=list(result.notes))

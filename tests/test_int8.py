@@ -249,3 +249,20 @@ def test_int8_choice_reasons_and_refusals():
     assert choose_backend("weights", "auto", "auto", "int8", gpu).backend == "openvino"
     with pytest.raises(BackendUnavailable, match="runs on the CPU"):
         choose_backend("weights", "auto", "cuda", "int8", gpu)
+
+
+@needs_int8
+def test_prepare_builds_a_known_size_up_front_and_caches_it(store):
+    """What the demo does for its short clip: a background build would be stopped unfinished at exit."""
+    from rtstyle.backends.openvino_int8_backend import OpenVinoInt8Backend
+    from rtstyle.formats.int8.quantize import cached_int8
+
+    said: list[str] = []
+    runner = OpenVinoInt8Backend(store / "tiny.safetensors", log=said.append, background=True,
+                                 build_after=STREAM_BATCHES, calibration_count=4)
+    assert cached_int8(store / "tiny.safetensors", HW, build=False, calibration_count=4) is None
+    runner.prepare(HW)
+    assert not runner.builds and f"int8 at {HW[0]}x{HW[1]}" in runner.describe()  # no child process, no waiting
+    assert cached_int8(store / "tiny.safetensors", HW, build=False, calibration_count=4).xml is not None
+    runner.infer(torch.zeros(1, 3, *HW))  # the first batch already runs the int8 model
+    assert not any("no int8 build yet" in s for s in said)

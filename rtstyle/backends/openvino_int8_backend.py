@@ -157,6 +157,16 @@ class OpenVinoInt8Backend(Backend):
             self.interim[hw] = openvino_core().read_model(str(cached_openvino(self.path, self.log)))
         return self.interim[hw], False
 
+    def prepare(self, hw: tuple[int, int]) -> None:
+        """Build (or find in the cache) the int8 model of `hw` now, in this process, before the first batch.
+
+        For a clip known to be short, whose size is known up front (the demo): a background build would
+        start after `build_after` batches and be stopped unfinished at exit, so the clip would run bf16 (f32)
+        on every run and the build would never reach the cache.
+        """
+        if hw not in self.final:
+            self._finish(hw, self._build(hw))
+
     def describe(self) -> str:
         done = [what for _, what in self.final.values()]
         for hw in self.interim:
