@@ -37,7 +37,7 @@ from .data import EpochSampler, make_loader, steps_per_epoch
 from .distill_config import DistillConfig, RESUMABLE
 from .distill_data import (DistillDataset, extract_frames, find_sources, fixed_crop, heldout_inputs, split)
 from .distiller import LOSS_KEYS, Distiller
-from .loop import Distributed, StopSignals, pick_device, seed_everything
+from .loop import Distributed, StopSignals, pick_device, seed_everything, stop_reason
 from .records import Display, LossLog, format_losses, write_samples
 from .trainer import resolve_precision
 
@@ -291,13 +291,7 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
     started = time.monotonic()
 
     def budget(signals: StopSignals) -> str:
-        if signals.reason:
-            return signals.reason
-        if config.max_steps and position.step >= config.max_steps:
-            return "max-steps"
-        if config.max_minutes and time.monotonic() - started >= config.max_minutes * 60:
-            return "max-minutes"
-        return ""
+        return stop_reason(signals, config, position.step, started)
 
     def evaluate() -> None:
         nonlocal fidelity

@@ -151,6 +151,18 @@ def pick_device(spec: str, dist: Distributed) -> torch.device:
     return torch.device(device)
 
 
+def stop_reason(signals: StopSignals, config, step: int, started: float) -> str:
+    """Why a run (training or distillation) stops now, '' to go on: a signal, --max-steps, or --max-minutes of
+    this invocation (counted from `started`, a time.monotonic())."""
+    if signals.reason:
+        return signals.reason
+    if config.max_steps and step >= config.max_steps:
+        return "max-steps"
+    if config.max_minutes and time.monotonic() - started >= config.max_minutes * 60:
+        return "max-minutes"
+    return ""
+
+
 def train(config: TrainConfig, resume: bool = False, console: Console | None = None) -> TrainResult:
     """Run (or with `resume`, continue) the training `config` describes; see the module docstring."""
     console = console or Console(stderr=True, highlight=False, soft_wrap=True)
@@ -222,13 +234,7 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     started = time.monotonic()
 
     def budget(signals: StopSignals) -> str:
-        if signals.reason:
-            return signals.reason
-        if config.max_steps and position.step >= config.max_steps:
-            return "max-steps"
-        if config.max_minutes and time.monotonic() - started >= config.max_minutes * 60:
-            return "max-minutes"
-        return ""
+        return stop_reason(signals, config, position.step, started)
 
     def save() -> None:
         states = dist.gather({"pools": trainer.pools_state(), "rng": capture_rng()})
