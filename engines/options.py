@@ -17,7 +17,11 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """How to export; `python cli.py export` maps its options onto these fields."""
+    """Export a generator and check the artifact against PyTorch fp32 through its own runtime (prints the max
+    abs error; fails above the tolerance). Writes next to the weights (in the store for a store name) unless
+    --out is given; run it with --model ARTIFACT.
+
+    (How to export; `export` maps its options onto these fields.)"""
 
     dynamic: bool = field(default=False, metadata={
         "help": "accept any height/width (multiples of 4) instead of one fixed size"})
@@ -55,6 +59,16 @@ class ExportResult:
     @property
     def max_abs_error(self) -> float:
         return max((c.max_abs_error for c in self.comparisons), default=float("nan"))
+
+    def summary(self) -> list[str]:
+        """What `export` prints: the notes, the accuracy against PyTorch fp32, and how to run the artifact."""
+        lines = [f"  {note}" for note in self.notes]
+        if self.psnr_db is not None:
+            lines.append(f"worst-frame PSNR vs PyTorch fp32 on held-out real frames: {self.psnr_db:.1f} dB "
+                         f"(bound {self.psnr_bound:g} dB; max abs {self.max_abs_error:.2e})")
+        else:
+            lines.append(f"max abs error vs PyTorch fp32: {self.max_abs_error:.2e} (tolerance {self.tolerance:g})")
+        return lines + [f"wrote {self.path}  (run it: --model {self.path})"]
 
 
 class ExportError(ValueError):

@@ -351,7 +351,12 @@ def as_dicts(records: list[Record]) -> list[dict]:
 
 @dataclass(frozen=True)
 class BenchmarkSettings:
-    """What `cli.py benchmark` was asked; `run_benchmark` checks it before measuring anything."""
+    """Times every variant round by round in one process (so a noisy machine slows all alike) and reports median
+    ms and spread, fps, the speed ratio to eager fp32 from the same rounds, max abs error and PSNR against fp32
+    on real frames, and memory. Variants are backend[:precision][+compile], e.g. torch, openvino:bf16,
+    openvino:int8, torch:bf16+compile.
+
+    (What `benchmark` was asked; `run_benchmark` checks it before measuring anything.)"""
 
     backends: str = field(default="all", metadata={
         "help": "'all' (every backend and precision installed here) or a comma list of variants"})
@@ -414,9 +419,6 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
 
 
 def write_report(path: Path, document: dict) -> None:
-    import json
+    from .io.files import write_json
 
-    from .io.files import atomic_write
-
-    text = json.dumps(document, indent=1)
-    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    write_json(path, document, indent=1)

@@ -21,9 +21,23 @@ from .io.video import read_frames
 from .pipeline import FrameTranslator
 from .stabilize import StabilizeOptions
 from .store import DEMO_CLIP
-from .transforms import plan_for
+from .transforms import SIZE_HELP, plan_for
 from .video import convert_video
 
+
+@dataclass
+class DemoOptions:
+    """Translate a bundled 4-second clip with the bundled demo model (photo -> vintage, trained by this project
+    on CPU), write the video and a side-by-side PNG to --out (replacing the demo's own files there), show it in
+    a window when a display exists, and print the fps. --source makes it a live demo."""
+
+    source: str | None = field(default=None, metadata={
+        "help": "live demo: camera index, stream URL, video file or image folder [the bundled clip]"})
+    out: Path = field(default=Path("runs/demo"), metadata={"help": "output folder"})
+    size: str = field(default="256", metadata={"help": SIZE_HELP})
+    show: bool | None = field(default=None, metadata={"help": "open a window (default: when a display exists)"})
+    duration: float | None = field(default=None, metadata={"help": "live demo: stop after this many seconds",
+                                                           "metavar": "SECONDS"})
 
 
 @dataclass
@@ -35,6 +49,18 @@ class DemoReport:
     fps: float = 0.0  # frames per second achieved, end to end
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # live mode: why the source ended early
+    interrupted: bool = False  # live mode: Ctrl-C ended it
+
+    def summary(self, shown: bool) -> list[str]:
+        """What `demo` prints at the end."""
+        if self.video is None:  # the live demo
+            return [f"{self.frames} frames at [bold]{self.fps:.1f} fps[/]"
+                    + (f"; recorded -> {self.recorded}" if self.recorded else "")]
+        lines = [f"translated {self.frames} frames at [bold]{self.fps:.1f} fps[/] (decode + translate + encode)",
+                 f"video: {self.video}", f"side by side: {self.side_by_side}"]
+        if not shown:
+            lines.append("no display here: nothing shown (open the files above, or run with a display)")
+        return lines
 
 
 def display_wanted(show: bool | None) -> bool:
@@ -99,4 +125,16 @@ def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None
     live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log,
                     stabilize=stabilize)
     return DemoReport(recorded=live.recorded, frames=live.frames, fps=live.fps,
-                      error=str(live.error) if live.error else None)
+                      error=str(live.error) if live.error else None, interrupted=live.interrupted)
+
+
+def run(backend: Backend, options: DemoOptions, log: Callable[[str], None] = print,
+        stabilize: StabilizeOptions | None = None) -> tuple[DemoReport, bool]:
+    """The `demo` command: the bundled clip, or the live demo on `options.source`; returns (report, shown)."""
+    from .transforms import parse_size
+
+    size, show = parse_size(options.size), display_wanted(options.show)
+    if options.source is not None:
+        return run_live_demo(backend, options.source, options.out, size, show, options.duration, log=log,
+                             stabilize=stabilize), show
+    return run_demo(backend, options.out, size=size, show=show, log=log, stabilize=stabilize), show

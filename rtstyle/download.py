@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from .errors import UserError
 from .store import OFFICIAL_DIRECTIONS, store_dir
 
 # Reference: scripts/download_cyclegan_model.sh. RTSTYLE_MODEL_URL points at a mirror holding NAME.pth files.
@@ -25,7 +26,7 @@ OFFICIAL_MODEL_URL = "http://efrosgans.eecs.berkeley.edu/cyclegan/pretrained_mod
 CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download that did not complete; nothing was left at the destination."""
 
 

@@ -22,22 +22,27 @@ import numpy as np
 
 from .io.display import KEY_HELP, Window, compose, draw_overlay
 from .io.images import write_image
-from .io.sources import Captured, Source
+from .io.sources import SOURCE_HELP, Captured, Source
 from .io.video import OutputExistsError, VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
 from .live_stages import TranslateStage
 from .stabilize import StabilizeOptions
 from .steady import SteadyTranslator
-from .transforms import resize_frames, round_to_multiple
+from .transforms import SIZE_HELP, parse_size, resize_frames, round_to_multiple
 
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
 
 
 @dataclass(frozen=True)
 class LiveOptions:
-    """What the live loop shows, records and when it stops (the `webcam` command's options)."""
+    """Translate a live source in a window (keys: q/Esc quit, s snapshot, space original/translated, +/-
+    processing size, o overlay). Live sources keep only the newest frame, so latency does not grow when
+    translation is slower.
 
-    size: int | None = field(default=256, metadata={"cli": False})  # processing size (None: native)
+    (What the live loop shows, records and when it stops: the `webcam` command's options.)"""
+
+    source: str = field(default="0", metadata={"help": SOURCE_HELP})  # opened by the caller (io.sources)
+    size: int | None = field(default=256, metadata={"type": parse_size, "help": SIZE_HELP})  # None: native
     show: bool = field(default=True, metadata={"help": "open a window (--no-show: headless)"})
     side_by_side: bool = field(default=False, metadata={"help": "show original | translated"})
     overlay: bool = field(default=True, metadata={"help": "fps/latency overlay in the window (key o toggles)"})
@@ -50,6 +55,16 @@ class LiveOptions:
                                                            "metavar": "N"})
     snapshot_dir: Path = field(default=Path("."), metadata={"help": "folder for snapshots (key s)"})
     read_timeout: float = field(default=10.0, metadata={"cli": False})  # a source silent this long ends the run
+
+    def check(self) -> None:
+        """Refuse at once, before a model loads, what would fail later: a window with no display, or a
+        --record file that exists without --overwrite."""
+        from .io.display import check_display
+
+        if self.show:
+            check_display()
+        if self.record and self.record.exists() and not self.overwrite:
+            raise OutputExistsError(f"{self.record} exists; pass --overwrite to replace it")
 
 
 @dataclass
@@ -64,10 +79,23 @@ class LiveReport:
     snapshots: list[Path] = field(default_factory=list)
     ended: str = ""
     error: str | None = None  # set when the source failed (lost stream)
+    interrupted: bool = False  # Ctrl-C ended the run (the command exits 130, as every command does)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self, skip_similar: bool = False) -> list[str]:
+        """What `webcam` prints at the end of a run."""
+        median, worst = self.latency_ms()
+        lines = [f"{self.ended}: {self.frames} frames in {self.seconds:.1f} s ({self.fps:.2f} fps), {self.dropped} "
+                 f"dropped, latency median {median:.0f} ms / max {worst:.0f} ms"
+                 + (f", {self.skipped} skipped as similar" if skip_similar else "")]
+        if self.frames:
+            lines.append(f"  {self.times.summary()}")
+        if self.recorded:
+            lines.append(f"recorded -> {self.recorded}")
+        return lines
 
     def latency_ms(self) -> tuple[float, float]:
         """(median, max) capture-to-display latency in ms."""
@@ -92,7 +120,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
     latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
     `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
     """
-    if options.record and options.record.exists() and not options.overwrite:
+    if options.record and options.record.exists() and not options.overwrite:  # cf. LiveOptions.check
         source.close()
         raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
     try:
@@ -172,7 +200,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             log("source ended; press q or Esc to close the window")
             _hold(window, options, start)  # a file or folder that ended: keep its last frame up until q
     except KeyboardInterrupt:
-        report.ended = "interrupted (Ctrl-C)"
+        report.ended, report.interrupted = "interrupted (Ctrl-C)", True
     finally:
         report.seconds = time.monotonic() - start
         stage.finish(options.read_timeout + 1.0)  # before the source closes: a file must not be closed mid-read

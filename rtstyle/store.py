@@ -11,10 +11,17 @@ backend makes on the fly (ONNX of a weights file, TensorRT engines) live in `$RT
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .errors import UserError
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth")
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".xml")  # exported by engines/ (see rtstyle.formats.FORMATS)
+MODEL_HELP = (  # what --model accepts: every form `resolve_model` and the backends take
+              "a weights file (.safetensors, or a reference CycleGAN .pth), an exported artifact (.onnx, .engine, "
+              "an OpenVINO .xml or its folder), or a name: demo (bundled), a model in the store ($RTSTYLE_HOME/models, "
+              "default ~/.cache/rtstyle/models; `models` lists them), or an official name after `download NAME`")
 OPENVINO_DIR_SUFFIX = "_openvino"  # `export --format openvino` writes NAME_openvino/NAME.xml + .bin
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEMO_CLIP = ASSETS_DIR / "demo_clip.mp4"  # 4 s of a real CC-BY clip: the demo's input, int8's calibration frames
@@ -43,7 +50,7 @@ OFFICIAL_DIRECTIONS: dict[str, str] = {
 }
 
 
-class ModelNotFound(FileNotFoundError):
+class ModelNotFound(UserError, FileNotFoundError):
     """A --model value that names no file and no stored model; the message says how to get one."""
 
 
@@ -105,13 +112,25 @@ def resolve_model(spec: str | Path) -> Path:
     raise ModelNotFound(f"no model named {spec!r} in the store {store_dir()}: {how}. Available: {listing}")
 
 
+@dataclass
+class ImportOptions:
+    """Convert a reference .pth generator (official download or latest_net_G_A.pth) into the native format
+    in the store."""
+
+    file: Path | None = field(default=None, metadata={"positional": True, "help": "the .pth file"})
+    name: str = field(default="", metadata={"required": True, "help": "name to store it under (then --model NAME)"})
+    direction: str | None = field(default=None, metadata={
+        "help": "what it translates, e.g. horse->zebra (known for official names)"})
+    train_size: int = field(default=256, metadata={"help": "crop size it was trained at"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a stored model of the same name"})
+
+
 def import_reference(file: str | Path, name: str, direction: str | None = None, train_size: int = 256,
                      overwrite: bool = False):
     """A reference CycleGAN .pth into the store as NAME.safetensors; returns (path, ModelInfo).
 
     The direction defaults to the official one when `name` or the file's stem is an official model's name.
     """
-    from .errors import UserError
     from .weights import ModelInfo, load_reference_pth, save_generator
 
     target = store_dir() / f"{name}.safetensors"
@@ -122,3 +141,21 @@ def import_reference(file: str | Path, name: str, direction: str | None = None, 
     info = ModelInfo(config=info.config, direction=direction, train_size=train_size, name=name, extra=info.extra)
     save_generator(generator, target, info)
     return target, info
+
+
+def describe_models() -> list[str]:
+    """A tab-separated line per name `--model` can take: direction, size, file, and student/teacher relation."""
+    from .students import relations
+    from .weights import WeightsError, load_model
+
+    names = stored_models()
+    related = relations(names)
+    lines = []
+    for name in names:
+        try:
+            _, info = load_model(name)
+            lines.append(f"{name}\t{info.direction or '?'}\tngf={info.config.ngf} blocks={info.config.n_blocks}"
+                         f"\t{resolve_model(name)}" + (f"\t{related[name]}" if name in related else ""))
+        except WeightsError as e:
+            lines.append(f"{name}\tunreadable: {e}")
+    return lines

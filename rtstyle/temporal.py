@@ -123,6 +123,12 @@ class TemporalScores:
     def as_record(self) -> dict:
         return asdict(self)
 
+    def columns(self) -> dict[str, str]:
+        return {"frames": str(self.frames), "warp error source": f"{self.source_error:.6f}",
+                "warp error translated": f"{self.translated_error:.6f}", "ratio": f"{self.ratio:.3f}",
+                "masked": f"{self.masked_fraction:.1%}",
+                "SSIM vs per-frame": "-" if self.ssim_vs_per_frame is None else f"{self.ssim_vs_per_frame:.4f}"}
+
 
 def temporal_scores(source: Iterable[np.ndarray], translated: Iterable[np.ndarray],
                     per_frame: Iterable[np.ndarray] | None = None, flow: str = "dis") -> TemporalScores:

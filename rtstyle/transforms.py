@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from .errors import UserError
 
 MULTIPLE = 4  # two stride-2 downsamplings: sizes must be multiples of 4 to come back unchanged
+SIZE_HELP = ("processing size: N resizes the short side to N (a multiple of 4) and scales the result back; "
+             "'native' pads to a multiple of 4 and crops back")  # what `parse_size` accepts, for every command
 
 
 def to_rgb_uint8(image: np.ndarray, bgr: bool = True) -> np.ndarray:

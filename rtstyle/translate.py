@@ -14,7 +14,18 @@ from typing import Callable
 from .backends import Backend
 from .io.images import ImageReadError, read_image, write_image
 from .io.inputs import refuse_clashing_stems
-from .transforms import postprocess, preprocess
+from .transforms import SIZE_HELP, postprocess, preprocess
+
+
+@dataclass
+class TranslateOptions:
+    """Translate images; writes OUT/<stem>.png at each input's own size."""
+
+    inputs: list[str] = field(default_factory=list, metadata={"positional": True, "nargs": "+",
+                                                              "help": "image files, folders or glob patterns"})
+    out: Path | None = field(default=None, metadata={"required": True, "help": "output folder"})
+    size: str = field(default="native", metadata={"help": SIZE_HELP})
+    overwrite: bool = field(default=False, metadata={"help": "replace outputs that already exist"})
 
 
 @dataclass

@@ -24,6 +24,20 @@ from .io.inputs import refuse_clashing_stems
 from .io.video import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
 from .stabilize import Blender, MotionEstimator, StabilizeOptions
+from .transforms import SIZE_HELP
+
+
+@dataclass
+class VideoOptions:
+    """Translate every frame of video files. One input may write to a file --out; several write
+    OUT/<stem>_<model>.mp4. Frame count, exact rate, size, rotation and audio (copied) are kept."""
+
+    inputs: list[str] = field(default_factory=list, metadata={"positional": True, "nargs": "+",
+                                                              "help": "video files, folders or glob patterns"})
+    out: Path | None = field(default=None, metadata={"required": True, "help": "output file (one input) or folder"})
+    size: str = field(default="256", metadata={"help": SIZE_HELP + " (256: the official models' training size)"})
+    batch: int = field(default=1, metadata={"help": "frames per backend call (helps GPUs)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace outputs that already exist"})
 
 
 @dataclass
@@ -47,6 +61,12 @@ class ConvertReport:
     done: list[ConvertResult] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
+    def summary(self) -> str:
+        frames = sum(r.frames for r in self.done)
+        seconds = sum(r.seconds for r in self.done)
+        return (f"[bold]{len(self.done)}[/] written, [bold]{len(self.failed)}[/] failed; {frames} frames in "
+                f"{seconds:.1f} s: [bold]{frames / seconds if seconds else 0:.2f} fps[/] overall")
+
 
 class ConversionInterrupted(KeyboardInterrupt):
     """Ctrl-C during a conversion; `result.output` is the playable partial file (or None)."""
@@ -55,6 +75,12 @@ class ConversionInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted: {result.frames} frames kept in {result.output}")
         self.result = result
         self.report = report
+
+    def summary(self) -> str:
+        r = self.result
+        kept = (f"the {r.frames} frames translated so far are in {r.output} (playable, named as partial)"
+                if r.output else "no frame had been written; nothing was kept")
+        return f"[yellow]interrupted[/] during {r.source}: {kept}"
 
 
 class ConversionFailed(RuntimeError):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .io.files import atomic_write
 from .models import GeneratorConfig, ResnetGenerator
 
@@ -24,7 +25,7 @@ FORMAT_VERSION = 1
 METADATA_KEY = "rtstyle"
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """A weights file that cannot be loaded as a generator; the message says what was expected."""
 
 

@@ -6,6 +6,7 @@ here each `COMMANDS` entry is run end to end on tiny inputs as a user would, thr
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -38,7 +39,7 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main([command, "--help"])
     assert exit_.value.code == 0
-    assert f"usage: cli.py {command}" in capsys.readouterr().out
+    assert f"usage: rtstyle {command}" in capsys.readouterr().out  # in-process: the installed name
 
 
 def test_the_command_map_is_what_the_parser_offers():
@@ -53,7 +54,8 @@ def test_user_errors_are_one_line_and_bugs_show_their_traceback(tmp_path):
     assert ValueError in cli.user_errors("train")  # train/ predates UserError (see cli.TRAIN_COMMANDS)
     # A command with a bug: a KeyError must surface as a traceback, not as "error: 'boom'".
     code = ("import sys, cli\n"
-            "cli.COMMANDS['models'] = (cli.add_models, lambda args: {}['boom'])\n"
+            "import dataclasses\n"
+            "cli.COMMANDS['models'] = dataclasses.replace(cli.COMMANDS['models'], run=lambda args: {}['boom'])\n"
             "sys.exit(cli.main(['models']))\n")
     bug = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bug.returncode == 1 and "Traceback" in bug.stderr and "KeyError: 'boom'" in bug.stderr
@@ -151,3 +153,59 @@ def test_demo_runs_headless(tmp_path):
     result = run_cli("demo", "--out", tmp_path, "--no-show", "--size", "64", *TORCH)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "demo_clip_translated.mp4").is_file() and (tmp_path / "side_by_side.png").is_file()
+
+
+# --- what a newcomer meets first (issue 15, "Newcomer details") ---------------------------------------------
+def test_no_arguments_lists_the_commands_and_version_answers():
+    bare = run_cli()
+    assert bare.returncode == 0 and "usage: cli.py" in bare.stdout
+    assert all(name in bare.stdout for name in cli.COMMANDS)
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"rtstyle {cli.__version__}"
+
+
+def test_usage_names_the_program_the_user_typed():
+    assert "usage: cli.py video" in run_cli("video", "--help").stdout
+    installed = Path(sys.executable).with_name("rtstyle")  # the console script `pip install` makes
+    if not installed.exists():
+        pytest.skip(f"no installed `rtstyle` command beside {sys.executable}")
+    ran = subprocess.run([str(installed), "video", "--help"], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and "usage: rtstyle video" in ran.stdout
+
+
+def subcommand_parsers():
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, p in sub.choices.items():
+        yield name, p
+        for action in p._actions:  # datasets' own actions
+            if isinstance(action, argparse._SubParsersAction):
+                yield from ((f"{name} {n}", q) for n, q in action.choices.items())
+
+
+def test_one_vocabulary_across_commands():
+    for name, p in subcommand_parsers():
+        text = p.format_help()
+        assert "[]" not in text and "[None]" not in text, f"{name} shows an empty default"
+        options = {o: a for a in p._actions for o in a.option_strings}
+        if "--overwrite" in options:  # the same plain flag everywhere
+            assert isinstance(options["--overwrite"], argparse._StoreTrueAction), name
+            assert "--no-overwrite" not in options, name
+        if "--model" in options:
+            help_text = options["--model"].help
+            assert all(form in help_text for form in (".safetensors", ".pth", ".onnx", ".engine", ".xml", "demo",
+                                                       "download")), name
+        if "--size" in options:
+            assert "[" in options["--size"].help or "default" in options["--size"].help, f"{name}: --size default"
+        assert "--verbose" in options, name
+    datasets_download = dict(subcommand_parsers())["datasets download"]
+    assert "--out" in {o for a in datasets_download._actions for o in a.option_strings}
+
+
+def test_library_noise_stays_out_unless_verbose(tmp_path):
+    # A camera index with no device: OpenCV prints [ WARN]/[ERROR] lines before rtstyle's own message.
+    quiet = run_cli("webcam", "--model", "demo", "--source", "9", "--no-show", *TORCH)
+    assert quiet.returncode == 2 and "could not open camera 9" in quiet.stderr
+    assert "[ WARN" not in quiet.stderr and "[ERROR" not in quiet.stderr, quiet.stderr
+    verbose = run_cli("webcam", "--model", "demo", "--source", "9", "--no-show", "--verbose", *TORCH)
+    assert verbose.returncode == 2 and ("[ WARN" in verbose.stderr or "[ERROR" in verbose.stderr), verbose.stderr

@@ -85,7 +85,11 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class TrainConfig(RunConfig):
-    """Everything that defines a training run; see the module docstring for where the defaults come from."""
+    """Learn G_A (A->B) and G_B (B->A) from DATAROOT/trainA and DATAROOT/trainB the way the reference CycleGAN
+    does. Writes OUT/NAME/{last.pt, G_A.safetensors, G_B.safetensors, config.json, losses.csv, losses.png,
+    samples/}. Several processes: torchrun --nproc-per-node N cli.py train ...
+
+    (Everything that defines a training run; the module docstring says where the defaults come from.)"""
 
     KIND = "training"
     RESUMABLE = RESUMABLE

@@ -14,6 +14,7 @@ import json
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -85,6 +86,19 @@ def random_crops(photo: np.ndarray, count: int, size: int, rng: np.random.Genera
         crop = photo[y:y + window, x:x + window]
         crops.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) if window != size else crop)
     return crops
+
+
+@dataclass
+class DemoDatasetOptions:
+    """Domain A: crops of photos from scikit-image/scikit-learn; domain B: crops of other photos through the
+    'vintage' colour transform; testB is the transformed testA (paired ground truth). Needs the [data] extra."""
+
+    out: Path | None = field(default=None, metadata={"required": True, "help": "dataset folder to create"})
+    seed: int = field(default=0, metadata={"help": "random seed (same seed, same dataset)"})
+    train_per_domain: int = field(default=400, metadata={"help": "training crops per domain"})
+    test_count: int = field(default=40, metadata={"help": "paired test crops"})
+    crop: int = field(default=144, metadata={"help": "crop side in pixels"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing non-empty --out"})
 
 
 def make_demo_dataset(out: Path, seed: int = 0, train_per_domain: int = 400, test_count: int = 40,

@@ -9,15 +9,35 @@ implementations (`peak_signal_noise_ratio`, `structural_similarity`), on uint8 R
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from rtstyle.backends import Backend
 from rtstyle.io.images import read_image
 from rtstyle.io.inputs import IMAGE_SUFFIXES, files_in
-from rtstyle.transforms import postprocess, preprocess
+from rtstyle.transforms import SIZE_HELP, postprocess, preprocess
+
+
+@dataclass
+class EvaluateOptions:
+    """With paired ground truth (testB/NAME = translation of testA/NAME) reports PSNR and SSIM next to the
+    identity baseline; otherwise, given --model-back, the cycle-consistency error on testA. --video SOURCE
+    TRANSLATED reports the warping error (Lai et al. 2018) instead; no model needed."""
+
+    dataroot: Path | None = field(default=None, metadata={"help": "dataset folder with testA (and testB)"})
+    video: list[Path] | None = field(default=None, metadata={
+        "nargs": 2, "metavar": ("SOURCE", "TRANSLATED"),
+        "help": "warping error of TRANSLATED along SOURCE's optical flow, SOURCE's own as the floor, ratio"})
+    per_frame: Path | None = field(default=None, metadata={
+        "metavar": "PERFRAME", "help": "with --video: the per-frame translation, for the SSIM of TRANSLATED against it"})
+    flow: str = field(default="dis", metadata={"choices": ("dis", "farneback"), "help": "with --video: optical flow"})
+    model_back: str | None = field(default=None, metadata={
+        "help": "the reverse generator (B->A), for the cycle-consistency score"})
+    size: str = field(default="native", metadata={"help": SIZE_HELP})
+    json: Path | None = field(default=None, metadata={"help": "also write the scores as JSON here"})
 
 
 @dataclass
@@ -28,12 +48,20 @@ class PairedScores:
     identity_psnr: float  # the input itself scored against the ground truth
     identity_ssim: float
 
+    def columns(self) -> dict[str, str]:
+        return {"images": str(self.images), "PSNR model": f"{self.psnr:.2f} dB",
+                "PSNR identity": f"{self.identity_psnr:.2f} dB", "SSIM model": f"{self.ssim:.4f}",
+                "SSIM identity": f"{self.identity_ssim:.4f}"}
+
 
 @dataclass
 class CycleScores:
     images: int
     cycle_l1: float  # mean |a - G_BA(G_AB(a))| on the [-1, 1] scale
     cycle_psnr: float
+
+    def columns(self) -> dict[str, str]:
+        return {"images": str(self.images), "cycle L1": f"{self.cycle_l1:.4f}", "cycle PSNR": f"{self.cycle_psnr:.2f} dB"}
 
 
 def _metrics():
@@ -94,3 +122,44 @@ def evaluate_cycle(forward: Backend, backward: Backend, dataroot: Path, size: in
 def as_record(scores: PairedScores | CycleScores) -> dict:
     return {k: (None if isinstance(v, float) and np.isinf(v) else v) for k, v in asdict(scores).items()} | {
         "kind": "paired" if isinstance(scores, PairedScores) else "cycle"}
+
+
+def evaluate_dataset(backend: Backend, dataroot: Path, size: int | None = None,
+                     back: Callable[[], Backend] | None = None) -> PairedScores | CycleScores:
+    """Paired scores where `dataroot` has paired ground truth, else the cycle error with the reverse generator
+    `back()` makes; neither possible: a UserError saying what the folder lacks."""
+    from rtstyle.errors import UserError
+
+    if not (dataroot / "testA").is_dir():
+        raise UserError(f"{dataroot}/testA not found: --dataroot takes a dataset folder in the reference layout "
+                        "(testA, and testB with testA's file names for paired scores)")
+    if has_paired_ground_truth(dataroot):
+        return evaluate_paired(backend, dataroot, size)
+    if back is not None:
+        return evaluate_cycle(backend, back(), dataroot, size)
+    raise UserError(f"{dataroot} has no paired ground truth (testB with testA's file names); "
+                    "pass --model-back with the reverse generator to score cycle consistency")
+
+
+def evaluate(options: EvaluateOptions, model: str | None,
+             backend_for: Callable[[str], Backend]) -> tuple[str, dict[str, str], dict]:
+    """The `evaluate` command: a translated video's flicker (--video) or a model's scores on a dataset;
+    returns (title, formatted columns, JSON record)."""
+    from rtstyle.errors import UserError
+    from rtstyle.temporal import score_videos
+    from rtstyle.transforms import parse_size
+
+    if options.video:
+        source, translated = options.video
+        scores = score_videos(source, translated, options.per_frame, options.flow)
+        record = scores.as_record() | {"source": str(source), "translated": str(translated),
+                                       "per_frame": str(options.per_frame) if options.per_frame else None}
+        return (f"temporal consistency of {translated} along {source}'s flow ({scores.flow})", scores.columns(),
+                record)
+    if not model or not options.dataroot:
+        raise UserError("evaluate needs --model and --dataroot (or --video SOURCE TRANSLATED)")
+    size = parse_size(options.size)  # before a model loads: a bad --size is said at once
+    back = (lambda: backend_for(options.model_back)) if options.model_back else None
+    paired = evaluate_dataset(backend_for(model), options.dataroot, size, back)
+    record = as_record(paired) | {"model": str(model), "dataroot": str(options.dataroot)}
+    return f"{model} on {options.dataroot}", paired.columns(), record

@@ -8,6 +8,7 @@ instead (`--no-show`, or a virtual display).
 
 from __future__ import annotations
 
+from ..errors import UserError
 import os
 import socket
 import sys
@@ -21,7 +22,7 @@ KEYS = {ord("q"): "quit", 27: "quit", ord("s"): "snapshot", ord(" "): "toggle", 
 KEY_HELP = "keys: q/Esc quit, s snapshot, space original/translated, +/- processing size, o overlay"
 
 
-class DisplayUnavailable(RuntimeError):
+class DisplayUnavailable(UserError, RuntimeError):
     """No window can be opened here; the message says why and what to use instead."""
 
 

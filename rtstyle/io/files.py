@@ -7,6 +7,7 @@ atomic), so a `kill -9` or a full disk leaves either the previous file or the ne
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +29,10 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, document: dict, indent: int = 2) -> Path:
+    """`document` as JSON at `path`, atomically (reports, scores, run configs)."""
+    text = json.dumps(document, indent=indent)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
+    return Path(path)

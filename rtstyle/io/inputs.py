@@ -5,11 +5,13 @@ from __future__ import annotations
 import glob
 from pathlib import Path
 
+from ..errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".gif")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
 
 
-class InputError(FileNotFoundError):
+class InputError(UserError, FileNotFoundError):
     """An input that names nothing; the message says what was expected."""
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 import av
 import numpy as np
 
+from ..errors import UserError
 from ..transforms import to_rgb_uint8
 from .images import ImageReadError, read_image
 from .inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, files_in
@@ -29,7 +30,7 @@ from .video import VideoReader, VideoReadError
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
 
-class SourceError(OSError):
+class SourceError(UserError, OSError):
     """A source that cannot be opened; the message says which and what to try."""
 
 
@@ -291,6 +292,9 @@ class ImageSource(Source):
             except ImageReadError as e:
                 self.skipped.append(str(e))
         return None
+
+
+SOURCE_HELP = "camera index, rtsp:// or http(s):// stream (e.g. MJPEG), video file, or folder/glob of images"
 
 
 def open_source(spec: str | int, *, realtime: bool = False, log: Callable[[str], None] | None = None) -> Source:

@@ -22,6 +22,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from ..errors import UserError
 from .audio import AudioCopy
 
 # container format per output suffix; the video codec is H.264 except for WebM (VP9)
@@ -32,7 +33,7 @@ class VideoReadError(ValueError):
     """A file that cannot be decoded as video; the message says which file and why."""
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(UserError, FileExistsError):
     """The output exists and --overwrite was not given."""
 
 
