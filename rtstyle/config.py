@@ -22,7 +22,7 @@ def option_name(field_name: str) -> str:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Every field of `cls` as an option (metadata: help, choices, metavar, required, flags for extra names,
     nargs; `positional` makes it an argument). A bool that is off by default is a plain flag (`--overwrite`);
-    one that is on, or undecided (None), gets its `--no-` form too. Defaults show in the help unless empty."""
+    one that is on, undecided (None) or `negatable` gets its `--no-` form too. Defaults show in the help unless empty."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
@@ -37,7 +37,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
             continue
         names = [option_name(f.name), *meta.get("flags", ())]
         if _base_type(kind) is bool:
-            action = "store_true" if default is False else argparse.BooleanOptionalAction
+            plain = default is False and not meta.get("negatable")
+            action = "store_true" if plain else argparse.BooleanOptionalAction
             parser.add_argument(*names, dest=f.name, action=action, default=default, help=help_text)
             continue
         shown = f" [{default}]" if default not in (None, "", [], ()) and not meta.get("required") else ""

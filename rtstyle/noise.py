@@ -10,7 +10,6 @@ rtstyle's own messages go through the command's console and are never filtered h
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 LIBRARY_LOGGERS = ("torch", "nncf", "openvino", "onnxscript", "onnx", "onnxruntime", "PIL", "matplotlib")
@@ -19,13 +18,12 @@ LIBRARY_MODULES = r"(torch|torchvision|nncf|openvino|onnx|onnxscript|onnxruntime
 
 def quiet_libraries(verbose: bool = False) -> None:
     """Silence the libraries' logs and warnings (errors still raise); with `verbose`, leave everything on."""
-    if verbose:
-        return
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # read when cv2 loads, also by child processes
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET for OpenCV's own FFmpeg
     import cv2
 
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # for the cv2 already imported
+    # In this process only (an environment variable would reach child processes, and tests run commands in-process).
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_WARNING if verbose else cv2.utils.logging.LOG_LEVEL_SILENT)
+    if verbose:
+        return
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module=LIBRARY_MODULES)

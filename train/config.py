@@ -122,7 +122,8 @@ class TrainConfig(RunConfig):
                             "pixel = 1x1 PixelGAN (reference --netD)", choices=DISCRIMINATORS)
     n_layers_d: int = _f(3, "PatchGAN stride-2 layers with --netd n_layers (basic is 3)")
     norm: str = _f("instance", "normalisation layers of all four networks", choices=NORMS)
-    dropout: bool = _f(False, "dropout in the generator's residual blocks (CycleGAN: off; reference --no_dropout)")
+    dropout: bool = _f(False, "dropout in the generator's residual blocks (CycleGAN: off; reference --no_dropout)",
+                       negatable=True)  # --no-dropout is the reference's spelling
     upsample: str = _f("deconv", "generator upsampling: deconv (the reference's ConvTranspose2d) or resize "
                                  "(nearest x2 + conv3x3, no checkerboard texture; Odena et al. 2016)",
                        choices=UPSAMPLES)
