@@ -154,7 +154,8 @@ def add_models(sub) -> None:
 
 
 def run_models(args) -> int:
-    from rtstyle.store import resolve_model, store_dir, stored_models
+    from rtstyle.formats.metadata import artifact_kind
+    from rtstyle.store import resolve_model, store_dir, stored_artifacts, stored_models
     from rtstyle.students import relations
     from rtstyle.weights import WeightsError, load_model
 
@@ -168,6 +169,8 @@ def run_models(args) -> int:
                   f"\t{resolve_model(name)}" + (f"\t{related[name]}" if name in related else ""))
         except WeightsError as e:
             print(f"{name}\tunreadable: {e}")
+    for name, path in stored_artifacts():  # what `export` wrote into the store (a bundled model's exports too)
+        print(f"{name}\t{artifact_kind(path)} artifact\t{path}")
     return 0
 
 
@@ -471,8 +474,8 @@ def run_video(args) -> int:
         r = e.result
         kept = (f"the {r.frames} frames translated so far are in {r.output} (playable, named as partial)"
                 if r.output else "no frame had been written; nothing was kept")
-        console.print(f"[yellow]interrupted[/] during {r.source}: {kept}")
-        return 130
+        console.print(f"[yellow]interrupted[/] by {e.by} during {r.source}: {kept}")
+        return e.exit_code
     frames = sum(r.frames for r in report.done)
     seconds = sum(r.seconds for r in report.done)
     console.print(f"[bold]{len(report.done)}[/] written, [bold]{len(report.failed)}[/] failed; "
@@ -530,6 +533,8 @@ def run_webcam(args) -> int:
     if report.error:
         console.print(f"[red]error:[/] {report.error}")
         return 1
+    if report.stopped_by in ("SIGTERM", "SIGHUP"):  # 143 / 129, what a service manager expects
+        return report.exit_code
     return 0
 
 
@@ -690,9 +695,12 @@ def main(argv: list[str] | None = None) -> int:
 
         console.print(f"[red]error:[/] {escape(str(e))}")
         return 2
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C 130; SIGTERM 143 and SIGHUP 129 where a command turns them into one
+        from rtstyle.interrupts import stop_reason
+
+        by, code = stop_reason(e)
+        console.print(f"[yellow]interrupted[/] by {by}")
+        return code
 
 
 if __name__ == "__main__":
