@@ -29,7 +29,7 @@ from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig
 from rtstyle.store import resolve_model, store_dir
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.io.files import OutputAppeared, atomic_write
+from rtstyle.io.files import OutputAppeared, atomic_write, remove_stale_temps_in
 from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
 
 from .checkpoint import CheckpointError, Position, capture_rng, restore_rng
@@ -281,6 +281,8 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
     log, fidelity_log = LossLog(files.losses, LOSS_KEYS), LossLog(files.fidelity, FIDELITY_KEYS)
     if dist.rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
+        for note in remove_stale_temps_in(files.root):  # a 0-byte .last.pt.PID.*.tmp of a killed run
+            console.print(f"note: {note}")
         config.save_json(files.config)
         log.start(position.step if resume else None)
         fidelity_log.start(position.step if resume else None)

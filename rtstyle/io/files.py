@@ -59,8 +59,9 @@ class Temp:
             self.fd = -1
 
 
-def _temp_pattern(target: Path) -> re.Pattern:
-    return re.compile(rf"^\.{re.escape(target.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+def _temp_pattern(name: str) -> re.Pattern:
+    """Temporary names of target `name` (a regular expression for any target), the writer's pid as group 1."""
+    return re.compile(rf"^\.{name}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
 
 
 def _process_alive(pid: int) -> bool:
@@ -79,9 +80,18 @@ def remove_stale_temps(target: Path) -> list[str]:
     Stale means both: nobody holds its lock (a live writer always does) and the process named in it is gone
     (which also covers the instant between a writer creating the file and locking it)."""
     target = Path(target)
-    pattern, notes = _temp_pattern(target), []
+    return _remove_stale(target.parent, _temp_pattern(re.escape(target.name)))
+
+
+def remove_stale_temps_in(folder: Path) -> list[str]:
+    """`remove_stale_temps` for every target in `folder` (a training run's last.pt, losses.csv, ...)."""
+    return _remove_stale(Path(folder), _temp_pattern(".+"))
+
+
+def _remove_stale(folder: Path, pattern: re.Pattern) -> list[str]:
+    notes = []
     try:
-        candidates = [p for p in target.parent.iterdir() if pattern.match(p.name)]
+        candidates = [p for p in folder.iterdir() if pattern.match(p.name)]
     except OSError:
         return notes
     for path in candidates:
