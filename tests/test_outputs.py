@@ -19,8 +19,7 @@ import pytest
 
 from media_helpers import MJPEGServer, make_clip, one_torch_thread, probe, tiny_model  # noqa: F401
 from rtstyle.backends import BackendOptions, create_backend
-from rtstyle.io.files import (OutputAppeared, atomic_write, make_temp, publish, remove_stale_temps,
-                              remove_stale_temps_in)
+from rtstyle.io.files import OutputAppeared, atomic_write, make_temp, publish, remove_stale_temps_in
 from rtstyle.io.images import write_image
 from rtstyle.io.video import VideoWriter
 from rtstyle.pipeline import FrameTranslator
@@ -350,17 +349,16 @@ def test_a_rerun_removes_the_temp_of_a_killed_run_with_a_note(tiny_model, tmp_pa
 
 
 def test_only_temps_of_dead_unlocked_writers_are_stale(tmp_path):
-    target = tmp_path / "last.pt"
-    live = make_temp(target)  # a writer at work: this process, holding the lock
-    dead = tmp_path / f".last.pt.{_dead_pid()}.abc123.tmp"
-    dead.write_bytes(b"")  # the 0-byte temp a kill -9 during torch.save leaves
-    other = tmp_path / f".losses.csv.{_dead_pid()}.xyz789.tmp"
-    other.write_bytes(b"step")
-    assert remove_stale_temps(target) == [f"removed {dead}, left unfinished by process "
-                                          f"{dead.name.split('.')[3]} (killed or crashed)"]
-    assert live.path.exists() and not dead.exists() and other.exists()
-    assert len(remove_stale_temps_in(tmp_path)) == 1 and not other.exists()  # a training run's folder at start
-    assert live.path.exists()
+    live = make_temp(tmp_path / "last.pt")  # a writer at work: this process, holding the lock
+    pid = _dead_pid()
+    dead = tmp_path / f".last.pt.{pid}.abc123.tmp"
+    dead.write_bytes(b"")  # the 0-byte temp a kill -9 during torch.save leaves in a training run
+    unlocked_but_alive = tmp_path / f".losses.csv.{os.getppid()}.xyz789.tmp"  # pid alive: not yet locked, maybe
+    unlocked_but_alive.write_bytes(b"step")
+    not_ours = tmp_path / ".last.pt.tmp"
+    not_ours.write_bytes(b"")
+    assert remove_stale_temps_in(tmp_path) == [f"removed {dead}, left unfinished by process {pid} (killed or crashed)"]
+    assert live.path.exists() and not dead.exists() and unlocked_but_alive.exists() and not_ours.exists()
     live.release()
 
 

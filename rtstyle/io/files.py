@@ -9,8 +9,8 @@ target (POSIX rename is atomic). Either way a `kill -9` or a full disk leaves th
 one, never a torn one.
 
 Temporary names are `.<target name>.<pid>.<random>.tmp<suffix>` and the writer holds an exclusive `flock`
-on the file while it writes (item 5). A later run writing the same target removes the temporary files of
-earlier runs whose lock is free and whose process is gone (a `kill -9`, a crash, a power cut), with a note.
+on the file while it writes (item 5). A later run writing into the same folder removes the temporary files
+of earlier runs whose lock is free and whose process is gone (a `kill -9`, a crash, a power cut), with a note.
 """
 
 from __future__ import annotations
@@ -74,22 +74,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temps(target: Path) -> list[str]:
-    """Remove temporary files of `target` left by earlier runs that died; a note per file removed.
+def remove_stale_temps_in(folder: Path) -> list[str]:
+    """Remove the temporary files in `folder` left by earlier runs that died; a note per file removed.
 
     Stale means both: nobody holds its lock (a live writer always does) and the process named in it is gone
     (which also covers the instant between a writer creating the file and locking it)."""
-    target = Path(target)
-    return _remove_stale(target.parent, _temp_pattern(re.escape(target.name)))
-
-
-def remove_stale_temps_in(folder: Path) -> list[str]:
-    """`remove_stale_temps` for every target in `folder` (a training run's last.pt, losses.csv, ...)."""
-    return _remove_stale(Path(folder), _temp_pattern(".+"))
-
-
-def _remove_stale(folder: Path, pattern: re.Pattern) -> list[str]:
-    notes = []
+    folder, pattern, notes = Path(folder), _temp_pattern(".+"), []
     try:
         candidates = [p for p in folder.iterdir() if pattern.match(p.name)]
     except OSError:
@@ -126,15 +116,20 @@ def print_note(message: str) -> None:
     print(f"note: {message}", file=sys.stderr)
 
 
+_swept: set[Path] = set()  # folders this process has removed stale temps from (once each: a batch writes many)
+
+
 def make_temp(target: Path, suffix: str = "", note: Callable[[str], None] | None = print_note, *,
               folder: bool = False) -> Temp:
-    """A new locked temporary file (or `folder`) for `target` in its folder, after removing stale ones of
-    earlier runs."""
+    """A new locked temporary file (or `folder`) for `target` in its folder; the first one this process makes
+    in a folder removes the stale temps there first."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for message in remove_stale_temps(target):
-        if note:
-            note(message)
+    if (where := target.parent.resolve()) not in _swept:
+        _swept.add(where)
+        for message in remove_stale_temps_in(where):
+            if note:
+                note(message)
     prefix = f".{target.name}.{os.getpid()}."
     if folder:
         tmp = tempfile.mkdtemp(prefix=prefix, suffix=f".tmp{suffix}", dir=target.parent)
