@@ -23,7 +23,7 @@ from rtstyle.io.files import OutputAppeared, atomic_write, make_temp, publish, r
 from rtstyle.io.images import write_image
 from rtstyle.io.video import VideoWriter
 from rtstyle.pipeline import FrameTranslator
-from rtstyle.video import ConversionFailed, convert_video, convert_videos
+from rtstyle.video import convert_video, convert_videos
 from test_webcam import moving
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +83,7 @@ def test_two_processes_at_the_final_step_one_wins_the_other_is_refused(tmp_path)
             p.join(30)
         outcome = sorted(results.get(timeout=5) for _ in procs)
         assert [o for o, _ in outcome] == ["refused", "won"], outcome
-        assert target.read_bytes() == dict((o, c) for o, c in outcome)["won"]  # the winner's file, whole
+        assert target.read_bytes() == dict(outcome)["won"]  # the winner's file, whole
     assert not temps(tmp_path)
 
 
@@ -261,6 +261,7 @@ def _multitrack(path: Path) -> Path:
     with av.open(str(srt)) as subs, av.open(str(path), "w") as o:
         video = o.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
         video.width, video.height, video.pix_fmt = 64, 48, "yuv420p"
+        video.metadata["language"] = "fra"
         sounds = []
         for lang in ("eng", "fra"):
             sound = o.add_stream("aac", rate=16000, layout="mono")
@@ -289,14 +290,14 @@ def _multitrack(path: Path) -> Path:
 
 def _tracks(path: Path) -> list[tuple[str, str, str | None]]:
     with av.open(str(path)) as c:
-        return [(s.type, s.codec_context.name, s.metadata.get("language")) for s in c.streams if s.type != "video"]
+        return [(s.type, s.codec_context.name, s.metadata.get("language")) for s in c.streams]
 
 
 def test_all_audio_and_subtitle_tracks_are_kept_with_their_languages(translator, tmp_path):
     src = _multitrack(tmp_path / "multi.mkv")
     result = convert_video(src, tmp_path / "out.mkv", translator)
     assert result.notes == []
-    assert _tracks(tmp_path / "out.mkv") == [("audio", "aac", "eng"), ("audio", "aac", "fra"),
+    assert _tracks(tmp_path / "out.mkv") == [("video", "h264", "fra"), ("audio", "aac", "eng"), ("audio", "aac", "fra"),
                                               ("subtitle", "srt", "fra")]
     with av.open(str(tmp_path / "out.mkv")) as c:
         assert [s.metadata.get("title") for s in c.streams.audio] == ["eng voice", "fra voice"]
@@ -306,9 +307,9 @@ def test_all_audio_and_subtitle_tracks_are_kept_with_their_languages(translator,
 def test_tracks_the_container_cannot_hold_are_named_in_a_note(translator, tmp_path):
     src = _multitrack(tmp_path / "multi.mkv")
     result = convert_video(src, tmp_path / "out.mp4", translator)
-    assert _tracks(tmp_path / "out.mp4") == [("audio", "aac", "eng"), ("audio", "aac", "fra")]
-    assert result.notes == ["subtitle stream 3 (srt, fra) dropped: mp4 cannot hold srt subtitles "
-                            "(an .mkv output keeps them)"]
+    assert _tracks(tmp_path / "out.mp4") == [("video", "h264", "fra"), ("audio", "aac", "eng"), ("audio", "aac", "fra")]
+    assert result.notes == [("subtitle stream 3 (srt, fra) dropped: mp4 cannot hold srt subtitles "
+                             "(an .mkv output keeps them)")]
 
 
 def test_webm_output_from_aac_input_reencodes_to_opus_and_says_so(translator, tmp_path):

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import av
 
-# stream tags the muxer writes itself (and that would be wrong for a cut copy): not copied from the input
-_MUXER_TAGS = ("DURATION", "NUMBER_OF_", "_STATISTICS", "ENCODER", "encoder", "BPS")
+# stream tags the muxer writes itself (and that would be wrong for a cut copy), and the legacy "rotate" (the
+# writer sets the display matrix): not copied from the input
+_MUXER_TAGS = ("DURATION", "NUMBER_OF_", "_STATISTICS", "ENCODER", "encoder", "BPS", "rotate")
 
 
 def _container_takes(format_name: str, template: av.stream.Stream) -> bool:
@@ -61,11 +62,14 @@ class _Track:
 
 class TrackCopy:
     """The audio and subtitle tracks of `source`, written into `output` as the video progresses; `notes` say
-    what was re-encoded or dropped."""
+    what was re-encoded or dropped. `video`, the output's video stream, gets the tags of the source's."""
 
-    def __init__(self, source: Path, output: av.container.OutputContainer) -> None:
+    def __init__(self, source: Path, output: av.container.OutputContainer,
+                 video: av.stream.Stream | None = None) -> None:
         self.notes: list[str] = []
         self.input = av.open(str(source))
+        if video is not None and self.input.streams.video:
+            _copy_tags(self.input.streams.video[0], video)
         self.tracks: dict[int, _Track] = {}
         self._pending: av.Packet | None = None
         fmt = output.format.name

@@ -231,7 +231,7 @@ class VideoWriter:
                 self.stream.set_display_rotation(rotation)
             elif rotation:
                 self.notes.append(f"rotation {rotation} not kept: this PyAV cannot write it (needs av>=18)")
-            self.audio = TrackCopy(Path(audio_from), self.container) if audio_from else None
+            self.audio = TrackCopy(Path(audio_from), self.container, self.stream) if audio_from else None
             if self.audio:
                 self.notes.extend(self.audio.notes)
         except BaseException:
