@@ -339,7 +339,7 @@ def test_a_rerun_removes_the_temp_of_a_killed_run_with_a_note(tiny_model, tmp_pa
     finally:
         proc.kill()
     (left,) = temps(tmp_path)
-    assert left.name.startswith(f".out.mp4.{proc.pid}.")
+    assert left.name.startswith(f".out.mp4.rtstyle{proc.pid}.")
     rerun = subprocess.run([sys.executable, "cli.py", "video", make_clip(tmp_path / "short.mp4", frames=3), "--model",
                             tiny_model, "--out", out, "--size", "32", "--backend", "torch"], cwd=ROOT,
                            capture_output=True, text=True, env=ENV, timeout=300)
@@ -352,14 +352,16 @@ def test_a_rerun_removes_the_temp_of_a_killed_run_with_a_note(tiny_model, tmp_pa
 def test_only_temps_of_dead_unlocked_writers_are_stale(tmp_path):
     live = make_temp(tmp_path / "last.pt")  # a writer at work: this process, holding the lock
     pid = _dead_pid()
-    dead = tmp_path / f".last.pt.{pid}.abc123.tmp"
+    dead = tmp_path / f".last.pt.rtstyle{pid}.abc123.tmp"
     dead.write_bytes(b"")  # the 0-byte temp a kill -9 during torch.save leaves in a training run
-    unlocked_but_alive = tmp_path / f".losses.csv.{os.getppid()}.xyz789.tmp"  # pid alive: not yet locked, maybe
+    unlocked_but_alive = tmp_path / f".losses.csv.rtstyle{os.getppid()}.xyz789.tmp"  # pid alive: not yet locked, maybe
     unlocked_but_alive.write_bytes(b"step")
-    not_ours = tmp_path / ".last.pt.tmp"
-    not_ours.write_bytes(b"")
+    not_ours = [tmp_path / ".last.pt.tmp", tmp_path / f".notes.{pid}.abc123.tmp"]  # a user's hidden files
+    for path in not_ours:
+        path.write_bytes(b"")
     assert remove_stale_temps_in(tmp_path) == [f"removed {dead}, left unfinished by process {pid} (killed or crashed)"]
-    assert live.path.exists() and not dead.exists() and unlocked_but_alive.exists() and not_ours.exists()
+    assert live.path.exists() and not dead.exists() and unlocked_but_alive.exists()
+    assert all(path.exists() for path in not_ours)
     live.release()
 
 

@@ -8,9 +8,10 @@ the same output finished first), so a check at start cannot be raced. With `over
 target (POSIX rename is atomic). Either way a `kill -9` or a full disk leaves the previous file or the new
 one, never a torn one.
 
-Temporary names are `.<target name>.<pid>.<random>.tmp<suffix>` and the writer holds an exclusive `flock`
-on the file while it writes (item 5). A later run writing into the same folder removes the temporary files
-of earlier runs whose lock is free and whose process is gone (a `kill -9`, a crash, a power cut), with a note.
+Temporary names are `.<target name>.rtstyle<pid>.<random>.tmp<suffix>` and the writer holds an exclusive
+`flock` on the file while it writes (item 5). A later run writing into the same folder removes the temporary
+files of earlier runs whose lock is free and whose process is gone (a `kill -9`, a crash, a power cut), with
+a note.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class Temp:
 
 def _temp_pattern(name: str) -> re.Pattern:
     """Temporary names of target `name` (a regular expression for any target), the writer's pid as group 1."""
-    return re.compile(rf"^\.{name}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    return re.compile(rf"^\.{name}\.rtstyle(\d+)\.[A-Za-z0-9_]+\.tmp")
 
 
 def _process_alive(pid: int) -> bool:
@@ -130,7 +131,7 @@ def make_temp(target: Path, suffix: str = "", note: Callable[[str], None] | None
         for message in remove_stale_temps_in(where):
             if note:
                 note(message)
-    prefix = f".{target.name}.{os.getpid()}."
+    prefix = f".{target.name}.rtstyle{os.getpid()}."  # the tag: a user's own hidden files never match
     if folder:
         tmp = tempfile.mkdtemp(prefix=prefix, suffix=f".tmp{suffix}", dir=target.parent)
         fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
