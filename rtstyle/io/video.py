@@ -5,9 +5,9 @@ time in seconds as a `Fraction` (pts x time_base), so rates such as 29.83 (179/6
 `VideoWriter` encodes frames into a new file under a temporary name (`files.make_temp`) and puts it in
 place when complete with `files.publish`: as the target on `close()` (or `<stem>.new<suffix>` when the
 target appeared meanwhile and `overwrite` is off), or as `<stem>.partial<suffix>` on `close_partial()` (an
-interrupted conversion, or a truncated input, still leaves a playable file). It keeps the input's timing (timestamps snapped to the exact frame grid, see
-`_output_time_base`), its rotation (display matrix) and copies its audio and subtitle tracks unchanged
-(`tracks.TrackCopy`).
+interrupted conversion, or a truncated input, still leaves a playable file). It keeps the input's timing
+(timestamps snapped to the exact frame grid, see `_output_time_base`), its rotation (display matrix) and
+copies its audio and subtitle tracks unchanged (`tracks.TrackCopy`).
 """
 
 from __future__ import annotations
