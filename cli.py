@@ -30,6 +30,7 @@ from rtstyle.download import download_official_model
 from rtstyle.errors import UserError
 from rtstyle.io.files import write_json
 from rtstyle.io.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, expand_inputs
+from rtstyle.interrupts import stop_reason
 from rtstyle.io.sources import open_source
 from rtstyle.live import LiveOptions, run_live
 from rtstyle.noise import quiet_libraries
@@ -233,7 +234,7 @@ def run_video(args) -> int:
                                     on_done=progress.on_done)
     except ConversionInterrupted as e:
         say(e.summary())
-        return 130
+        return e.exit_code
     say(report.summary())
     return 1 if report.failed else 0
 
@@ -251,7 +252,7 @@ def run_webcam(args) -> int:
         say(line)
     if report.error:
         say(f"[red]error:[/] {report.error}")
-    return 130 if report.interrupted else 1 if report.error else 0
+    return report.exit_code if report.stopped_by else 1 if report.error else 0  # Ctrl-C 130, SIGTERM 143
 
 
 def run_demo(args) -> int:
@@ -260,7 +261,7 @@ def run_demo(args) -> int:
     report, shown = demo.run(backend, dataclass_from_args(DemoOptions, args), log=say, stabilize=stabilize_from_args(args))
     for line in report.summary(shown=shown):
         say(line)
-    return 130 if report.interrupted else 1 if report.error else 0
+    return report.exit_code or (1 if report.error else 0)
 
 
 COMMANDS = {
@@ -338,9 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors(args.command) as e:  # anything else is a bug: its traceback shows
         say(f"[red]error:[/] {escape(str(e))}")  # escaped: messages hold '[openvino]'-style extras, not markup
         return 2
-    except KeyboardInterrupt:
-        say("[yellow]interrupted[/]")
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C 130; SIGTERM 143 and SIGHUP 129 where a command turns them into one
+        by, code = stop_reason(e)
+        say(f"[yellow]interrupted[/] by {by}")
+        return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """engines: compile a generator into deployable artifacts, one pure function per format, in one map.
 
-`EXPORTERS[format](generator, info, source, target, options, log) -> ExportResult` writes one artifact and
+`EXPORTERS[format](generator, info, source, target, options, log, overwrite=) -> ExportResult` writes one
+artifact (never replacing a file that appeared meanwhile, unless `overwrite`) and
 checks it against the eager fp32 generator through the artifact's own runtime (`engines.verify`);
 `export_model` resolves `--model`, picks the output path (next to the weights, in the store for store
 models, or `--out`) and refuses to overwrite without `overwrite=True`. Making and reading each artifact
@@ -16,7 +17,7 @@ from typing import Callable
 from rtstyle.errors import UserError
 from rtstyle.formats import FORMATS as ARTIFACT_FORMATS
 from rtstyle.formats.metadata import artifact_kind
-from rtstyle.store import OPENVINO_DIR_SUFFIX, resolve_model
+from rtstyle.store import ASSETS_DIR, OPENVINO_DIR_SUFFIX, resolve_model, store_dir
 from rtstyle.weights import load_model
 
 from .onnx_export import export_onnx
@@ -36,7 +37,12 @@ EXPORTERS: dict[str, Callable[..., ExportResult]] = {
 
 
 def default_target(source: Path, fmt: str, options: ExportOptions, train_size: int) -> Path:
-    """Next to the source weights: NAME.onnx, NAME-360x640.onnx, NAME-fp16.engine, NAME_openvino/NAME.xml."""
+    """Next to the source weights: NAME.onnx, NAME-360x640.onnx, NAME-fp16.engine, NAME_openvino/NAME.xml.
+
+    A model bundled with the package (`demo`) exports into the store instead: the installed package may be
+    read-only, and is no place for a user's files (issue 15, item 6)."""
+    if source.resolve().parent == ASSETS_DIR:
+        source = store_dir() / source.name
     stem = source.stem
     if not options.dynamic:
         h, w = options.shape(train_size)
@@ -73,7 +79,9 @@ def export_model(model: str, fmt: str, options: ExportOptions = ExportOptions(),
         raise UserError(f"--out {target}: a {fmt} artifact is written as *{expected_suffix}")
     if target.exists() and not overwrite:
         raise UserError(f"{target} exists; pass --overwrite to replace it")
-    return EXPORTERS["openvino-int8" if options.int8 else fmt](generator, info, source, target, options, log)
+    # the exporter's final step refuses a target that appeared meanwhile, unless `overwrite` (io.files.publish)
+    return EXPORTERS["openvino-int8" if options.int8 else fmt](generator, info, source, target, options, log,
+                                                                overwrite=overwrite)
 
 
 __all__ = ["EXPORTERS", "FORMATS", "ExportError", "ExportOptions", "ExportResult", "export_model", "parse_hw"]

@@ -99,10 +99,10 @@ def build_checked_onnx(generator: ResnetGenerator, info: ModelInfo, source: Path
 
 
 def export_onnx(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path, options: ExportOptions,
-                log: Log) -> ExportResult:
+                log: Log, *, overwrite: bool = False) -> ExportResult:
     """Write `target` (.onnx) after every check passed; returns the comparison figures."""
     model, result = build_checked_onnx(generator, info, source, options, log)
     payload = model.SerializeToString()
-    atomic_write(target, lambda tmp: Path(tmp).write_bytes(payload))
+    atomic_write(target, lambda tmp: Path(tmp).write_bytes(payload), overwrite=overwrite)
     result.path = target
     return result

@@ -45,7 +45,7 @@ def check_mvn(model, info: ModelInfo) -> str:
 
 
 def export_openvino(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path, options: ExportOptions,
-                    log: Log) -> ExportResult:
+                    log: Log, *, overwrite: bool = False) -> ExportResult:
     hw = options.shape(info.train_size)
     meta = new_meta(info, "openvino", options.dynamic, *hw, source_sha256=sha256_file(source))
     log(f"converting to OpenVINO IR ({meta.size_policy})")
@@ -72,6 +72,6 @@ def export_openvino(generator: ResnetGenerator, info: ModelInfo, source: Path, t
         if verify.worst(bf16) > BF16_TOLERANCE:
             note += ": ABOVE the bound, run with --precision fp32"
         result.notes.append(note)
-    save_openvino(model, target)
+    save_openvino(model, target, overwrite=overwrite)
     read_openvino_meta(openvino_core().read_model(str(target)), str(target))  # the metadata survived the round trip
     return result

@@ -28,7 +28,7 @@ from .verify import Comparison
 
 
 def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path,
-                         options: ExportOptions, log: Log) -> ExportResult:
+                         options: ExportOptions, log: Log, *, overwrite: bool = False) -> ExportResult:
     if options.dynamic:
         raise UserError("--int8 builds a fixed-size IR (calibrated and checked at one size, compiled for that static "
                          "shape); drop --dynamic and pass --size HxW, or let --backend auto build one per size")
@@ -37,7 +37,8 @@ def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Pa
                                 min_psnr=options.min_psnr, log=log)
     if build.model is None:
         log(f"int8 NOT written: {build.explanation}")
-        result = export_openvino(generator, info, source, target, replace(options, int8=False), log)
+        result = export_openvino(generator, info, source, target, replace(options, int8=False), log,
+                                 overwrite=overwrite)
         result.notes.insert(0, "fell back to the f32-weights IR (bf16 at run time where available): "
                                + build.explanation)
         return result
@@ -45,7 +46,7 @@ def export_openvino_int8(generator: ResnetGenerator, info: ModelInfo, source: Pa
     attempt = build.attempts[-1]
     shape = (5, info.config.input_nc, *hw)
     comparison = Comparison(f"held-out real frames 1x{hw[0]}x{hw[1]} (worst)", shape, attempt.max_abs, attempt.mean_abs)
-    save_openvino(build.model, target)
+    save_openvino(build.model, target, overwrite=overwrite)
     # the metadata survived the round trip
     meta = read_openvino_meta(openvino_core().read_model(str(target)), str(target))
     notes = [graph_note, f"int8: {build.explanation}"]

@@ -32,14 +32,14 @@ FP32_TOLERANCE = 1e-3
 
 
 def export_tensorrt(generator: ResnetGenerator, info: ModelInfo, source: Path, target: Path, options: ExportOptions,
-                    log: Log) -> ExportResult:
+                    log: Log, *, overwrite: bool = False) -> ExportResult:
     device = device_key_fields()  # fails early, with the install hint, where tensorrt or the GPU is missing
     model, onnx_result = build_checked_onnx(generator, info, source, options, log)
     hw = options.shape(info.train_size)
     profile = Profile.for_shapes(info.config.input_nc, hw, options.dynamic, options.max_batch)
     precision = "fp16" if options.half else "fp32"
     engine_path = prepare_engine(source, precision, profile, out=target, workspace_gb=options.workspace_gb, log=log,
-                                 onnx_model=model)
+                                 onnx_model=model, overwrite=overwrite)
     backend = TensorRTBackend(engine_path)
 
     def run(x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ class DemoReport:
     fps: float = 0.0  # frames per second achieved, end to end
     notes: list[str] = field(default_factory=list)
     error: str | None = None  # live mode: why the source ended early
-    interrupted: bool = False  # live mode: Ctrl-C ended it
+    exit_code: int = 0  # live mode: 130 when Ctrl-C ended it (143 SIGTERM, 129 SIGHUP)
 
     def summary(self, shown: bool) -> list[str]:
         """What `demo` prints at the end."""
@@ -125,7 +125,7 @@ def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None
     live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log,
                     stabilize=stabilize)
     return DemoReport(recorded=live.recorded, frames=live.frames, fps=live.fps,
-                      error=str(live.error) if live.error else None, interrupted=live.interrupted)
+                      error=str(live.error) if live.error else None, exit_code=live.exit_code)
 
 
 def run(backend: Backend, options: DemoOptions, log: Callable[[str], None] = print,

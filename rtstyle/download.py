@@ -99,7 +99,7 @@ def download_official_model(name: str, base_url: str | None = None, quiet: bool 
             raise DownloadError(f"downloaded {url} but it is not a CycleGAN generator: {e}. {manual}") from e
         info = ModelInfo(config=info.config, direction=OFFICIAL_DIRECTIONS[name], name=name,
                          extra={"source_url": url, "sha256": sha})
-        save_generator(generator, target, info)
+        save_generator(generator, target, info, overwrite=overwrite)
     return target
 
 

@@ -6,7 +6,8 @@ composes, records and shows it. When translation is slower than the camera, or d
 translation, frames are dropped rather than queued, so latency (capture to display) stays about one
 translation long; a file or folder source drops nothing. Keys change the view while it
 runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
-times, so the recording plays at the speed it happened.
+times, so the recording plays at the speed it happened. Ctrl-C, SIGTERM and SIGHUP end the session as `q`
+does (`interrupts`): the recording is finished under its name, and `LiveReport.stopped_by` says which.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from typing import Callable
 
 import numpy as np
 
+from .interrupts import stop_reason, stop_signals_interrupt
 from .io.display import KEY_HELP, Window, compose, draw_overlay
+from .io.files import OutputAppeared, OutputExistsError
 from .io.images import write_image
 from .io.sources import SOURCE_HELP, Captured, Source
-from .io.video import OutputExistsError, VideoWriter
+from .io.video import VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
 from .live_stages import TranslateStage
 from .stabilize import StabilizeOptions
@@ -78,8 +81,9 @@ class LiveReport:
     recorded: Path | None = None
     snapshots: list[Path] = field(default_factory=list)
     ended: str = ""
-    error: str | None = None  # set when the source failed (lost stream)
-    interrupted: bool = False  # Ctrl-C ended the run (the command exits 130, as every command does)
+    error: str | None = None  # set when the source failed (lost stream), or the recording could not take its name
+    stopped_by: str | None = None  # "Ctrl-C", "SIGTERM" or "SIGHUP" when one ended the session
+    exit_code: int = 0  # 130, 143 or 129 with `stopped_by`
 
     @property
     def fps(self) -> float:
@@ -114,13 +118,18 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
              log: Callable[[str], None] = print,
              on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
              stabilize: StabilizeOptions | None = None, skip_similar: float | None = None) -> LiveReport:
-    """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, or Ctrl-C.
+    """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, Ctrl-C, SIGTERM or SIGHUP.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
     latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
     `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
     """
-    if options.record and options.record.exists() and not options.overwrite:  # cf. LiveOptions.check
+    with stop_signals_interrupt():  # SIGTERM and SIGHUP end the session as Ctrl-C does, recording kept
+        return _run_live(source, translator, options, log, on_frame, stabilize, skip_similar)
+
+
+def _run_live(source, translator, options, log, on_frame, stabilize, skip_similar) -> LiveReport:
+    if options.record and options.record.exists() and not options.overwrite:
         source.close()
         raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
     try:
@@ -199,8 +208,9 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         if window and not source.live and report.ended == "source ended" and report.frames:
             log("source ended; press q or Esc to close the window")
             _hold(window, options, start)  # a file or folder that ended: keep its last frame up until q
-    except KeyboardInterrupt:
-        report.ended, report.interrupted = "interrupted (Ctrl-C)", True
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM / SIGHUP as `interrupts.Terminated`
+        report.stopped_by, report.exit_code = stop_reason(e)
+        report.ended = f"interrupted ({report.stopped_by})"
     finally:
         report.seconds = time.monotonic() - start
         stage.finish(options.read_timeout + 1.0)  # before the source closes: a file must not be closed mid-read
@@ -210,7 +220,10 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         if window:
             window.close()
         if recorder is not None:
-            report.recorded = recorder.close()  # a live session ends this way: the recording is complete
+            try:
+                report.recorded = recorder.close()  # a live session ends this way: the recording is complete
+            except OutputAppeared as e:  # another run recorded to the same name meanwhile: ours is kept beside it
+                report.recorded, report.error = e.kept, str(e)
     return report
 
 

@@ -4,7 +4,8 @@
 OpenVINO folder) or a name. Names are looked up among the models bundled with the package
 (`rtstyle/assets/`), then in the store directory: `$RTSTYLE_HOME/models`, by default
 `~/.cache/rtstyle/models`. `python cli.py download NAME` and `import-weights` fill the store; `export`
-writes artifacts next to a stored model, so `--model NAME.onnx` finds them by file name too. Artifacts a
+writes artifacts next to a stored model (a bundled model's into the store, never into the package), so
+`--model NAME.onnx` finds them by file name too and `models` lists them (`stored_artifacts`). Artifacts a
 backend makes on the fly (ONNX of a weights file, TensorRT engines) live in `$RTSTYLE_HOME/cache`.
 """
 
@@ -76,6 +77,18 @@ def stored_models() -> list[str]:
     return sorted(names)
 
 
+def stored_artifacts() -> list[tuple[str, Path]]:
+    """(--model value, path) of each artifact `export` wrote into the store: NAME-96x96.onnx, NAME-fp16.engine,
+    NAME_openvino (its .xml)."""
+    folder = store_dir()
+    if not folder.is_dir():
+        return []
+    found = [(p.name, p) for p in folder.iterdir() if p.suffix in (".onnx", ".engine") and p.is_file()]
+    found += [(d.name, xml) for d in folder.iterdir() if d.is_dir() and d.name.endswith(OPENVINO_DIR_SUFFIX)
+              for xml in sorted(d.glob("*.xml"))[:1]]
+    return sorted(found)
+
+
 def _looks_like_path(spec: str) -> bool:
     return os.sep in spec or "/" in spec
 
@@ -139,12 +152,13 @@ def import_reference(file: str | Path, name: str, direction: str | None = None, 
     generator, info = load_reference_pth(file)
     direction = direction or OFFICIAL_DIRECTIONS.get(name) or OFFICIAL_DIRECTIONS.get(Path(file).stem)
     info = ModelInfo(config=info.config, direction=direction, train_size=train_size, name=name, extra=info.extra)
-    save_generator(generator, target, info)
+    save_generator(generator, target, info, overwrite=overwrite)
     return target, info
 
 
 def describe_models() -> list[str]:
     """A tab-separated line per name `--model` can take: direction, size, file, and student/teacher relation."""
+    from .formats.metadata import artifact_kind
     from .students import relations
     from .weights import WeightsError, load_model
 
@@ -158,4 +172,6 @@ def describe_models() -> list[str]:
                          f"\t{resolve_model(name)}" + (f"\t{related[name]}" if name in related else ""))
         except WeightsError as e:
             lines.append(f"{name}\tunreadable: {e}")
+    for name, path in stored_artifacts():  # what `export` wrote into the store (a bundled model's exports too)
+        lines.append(f"{name}\t{artifact_kind(path)} artifact\t{path}")
     return lines

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from .backends import Backend
+from .io.files import OutputAppeared
 from .io.images import ImageReadError, read_image, write_image
 from .io.inputs import refuse_clashing_stems
 from .transforms import SIZE_HELP, postprocess, preprocess
@@ -52,8 +53,8 @@ def translate_images(inputs: list[Path], backend: Backend, out_dir: Path, size: 
         else:
             try:
                 x, plan = preprocess(read_image(src), size)
-                write_image(dst, postprocess(backend.infer(x), plan)[0])
-            except ImageReadError as e:
+                write_image(dst, postprocess(backend.infer(x), plan)[0], overwrite=overwrite)
+            except (ImageReadError, OutputAppeared) as e:  # OutputAppeared: another run wrote dst meanwhile
                 error = str(e)
         if error:
             report.failed.append((src, error))

@@ -3,8 +3,10 @@
 Three stages overlap (`pipeline.Worker` threads, bounded queues): a decoder thread turns packets into RGB
 frames, the calling thread batches them through the `FrameTranslator` (PyTorch and OpenCV release the GIL
 while they compute), an encoder thread writes them with `VideoWriter`. Each stage is FIFO, so frame order
-is kept. Ctrl-C drains what was translated into `<stem>.partial<suffix>` (playable) and raises
-`ConversionInterrupted`; a file that fails to decode is reported and the batch goes on.
+is kept. Ctrl-C, SIGTERM and SIGHUP (`interrupts`) drain what was translated into `<stem>.partial<suffix>`
+(playable) and raise `ConversionInterrupted`. A file that fails to decode, or whose frames end before its
+header said (a file cut short), keeps what was translated under the partial name, is reported as failed,
+and the batch goes on; so does an output that another run wrote meanwhile (`files.OutputAppeared`).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import av
 import numpy as np
 
 from .errors import UserError
+from .interrupts import stop_reason, stop_signals_interrupt
+from .io.files import OutputAppeared, OutputExistsError
 from .io.inputs import refuse_clashing_stems
-from .io.video import OUTPUT_FORMATS, OutputExistsError, VideoInfo, VideoReader, VideoReadError, VideoWriter
+from .io.video import OUTPUT_FORMATS, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
 from .stabilize import Blender, MotionEstimator, StabilizeOptions
 from .transforms import SIZE_HELP
@@ -69,18 +73,19 @@ class ConvertReport:
 
 
 class ConversionInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a conversion; `result.output` is the playable partial file (or None)."""
+    """Ctrl-C, SIGTERM or SIGHUP during a conversion; `result.output` is the playable partial file (or None),
+    `by` what stopped it ("Ctrl-C", "SIGTERM", "SIGHUP") and `exit_code` the matching 130, 143 or 129."""
 
-    def __init__(self, result: ConvertResult, report: ConvertReport | None = None) -> None:
-        super().__init__(f"interrupted: {result.frames} frames kept in {result.output}")
-        self.result = result
-        self.report = report
+    def __init__(self, result: ConvertResult, report: ConvertReport | None = None, by: str = "Ctrl-C",
+                 exit_code: int = 130) -> None:
+        super().__init__(f"interrupted by {by}: {result.frames} frames kept in {result.output}")
+        self.result, self.report, self.by, self.exit_code = result, report, by, exit_code
 
     def summary(self) -> str:
         r = self.result
         kept = (f"the {r.frames} frames translated so far are in {r.output} (playable, named as partial)"
                 if r.output else "no frame had been written; nothing was kept")
-        return f"[yellow]interrupted[/] during {r.source}: {kept}"
+        return f"[yellow]interrupted[/] by {self.by} during {r.source}: {kept}"
 
 
 class ConversionFailed(RuntimeError):
@@ -186,13 +191,22 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
             encoder.join_checked()
             decoder.join_checked()
             result.seconds = time.perf_counter() - start
+            if short := reader.ended_early():  # a file cut short: not the whole video, so not the final name
+                result.output, result.partial = writer.close_partial(), True
+                kept = f"; the {result.frames} frames translated are in {result.output}" if result.output else ""
+                raise ConversionFailed(f"{short}{kept}", result)
             result.output = writer.close()
             return result
-        except KeyboardInterrupt:
+        except (ConversionFailed, OutputAppeared) as e:  # the writer is closed: its file is kept as the message says
+            if isinstance(e, OutputAppeared):
+                result.output = e.kept
+                raise ConversionFailed(str(e), result) from None
+            raise
+        except KeyboardInterrupt as e:
             _drain(stop, q_out, decoder, encoder)
             result.seconds = time.perf_counter() - start
             result.output, result.partial = writer.close_partial(), True
-            raise ConversionInterrupted(result) from None
+            raise ConversionInterrupted(result, None, *stop_reason(e)) from None
         except BaseException as e:
             _drain(stop, q_out, decoder, encoder)
             result.seconds = time.perf_counter() - start
@@ -224,6 +238,11 @@ def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, 
                    on_progress: Callable[[Path, int], None] | None = None,
                    on_done: Callable[[ConvertResult | None, Path, str | None], None] | None = None) -> ConvertReport:
     """Convert each (source, output) pair; unreadable inputs and existing outputs are reported, not fatal."""
+    with stop_signals_interrupt():  # SIGTERM and SIGHUP keep a partial file as Ctrl-C does
+        return _convert_all(pairs, translator, batch, overwrite, stabilize, on_start, on_progress, on_done)
+
+
+def _convert_all(pairs, translator, batch, overwrite, stabilize, on_start, on_progress, on_done) -> ConvertReport:
     report = ConvertReport()
     for src, dst in pairs:
         result, error = None, None

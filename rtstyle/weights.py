@@ -72,8 +72,10 @@ class ModelInfo:
         )
 
 
-def save_generator(generator: ResnetGenerator, path: str | Path, info: ModelInfo | None = None) -> Path:
-    """Write `generator` to `path` (.safetensors) with its metadata, atomically."""
+def save_generator(generator: ResnetGenerator, path: str | Path, info: ModelInfo | None = None, *,
+                   overwrite: bool = True) -> Path:
+    """Write `generator` to `path` (.safetensors) with its metadata, atomically; `overwrite=False` for a name
+    checked free at start (the store): a file that appeared meanwhile is then not replaced (`OutputAppeared`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -81,7 +83,8 @@ def save_generator(generator: ResnetGenerator, path: str | Path, info: ModelInfo
     if info.config != generator.config:
         raise ValueError(f"info.config {info.config} does not describe this generator ({generator.config})")
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in generator.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: info.to_json()}))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: info.to_json()}),
+                 overwrite=overwrite)
     return path
 
 

@@ -362,10 +362,14 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path):
     assert proc.wait(30) == -signal.SIGKILL  # killed mid-run, not finished
     saved_step = torch.load(out / "killed" / "last.pt", weights_only=True)["position"]["step"]
     assert 2 <= saved_step < 14
+    # what a kill during torch.save leaves (issue 15): the resume removes it, and says so
+    stale = out / "killed" / f".last.pt.rtstyle{proc.pid}.k1ll3d.tmp"
+    stale.write_bytes(b"")
 
     r = cli("train", "--name", "killed", "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     assert f"resuming at step {saved_step}" in r.stderr
+    assert not stale.exists() and f"removed {stale}" in " ".join(r.stderr.split()), r.stderr
     straight, resumed = all_tensors(out / "straight"), all_tensors(out / "killed")
     assert straight.keys() == resumed.keys()
     for key in straight:

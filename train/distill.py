@@ -29,7 +29,7 @@ from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig
 from rtstyle.store import resolve_model, store_dir
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.io.files import atomic_write
+from rtstyle.io.files import OutputAppeared, atomic_write, remove_stale_temps_in
 from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
 
 from .checkpoint import CheckpointError, Position, capture_rng, restore_rng
@@ -133,14 +133,18 @@ def _install_target(config: DistillConfig, teacher: Teacher) -> Path | None:
         return None
     target = store_dir() / f"{config.name}.safetensors"
     if target.exists():
-        try:
-            source = read_info(target).extra.get("distilled_from", {})
-        except WeightsError:
-            source = {}
-        if source.get("sha256") != teacher.sha256:
+        if not _holds_student_of(target, teacher):
             raise FileExistsError(f"the store already holds a model named {config.name!r} ({target}) that is not a "
                                   "student of this teacher: choose another --name, or --no-install")
     return target
+
+
+def _holds_student_of(target: Path, teacher: Teacher) -> bool:
+    """Whether the stored model `target` was distilled from `teacher` (and so may be replaced by a new student)."""
+    try:
+        return read_info(target).extra.get("distilled_from", {}).get("sha256") == teacher.sha256
+    except (WeightsError, OSError):
+        return False
 
 
 # --- last.pt ---------------------------------------------------------------------------------------------
@@ -277,6 +281,8 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
     log, fidelity_log = LossLog(files.losses, LOSS_KEYS), LossLog(files.fidelity, FIDELITY_KEYS)
     if dist.rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
+        for note in remove_stale_temps_in(files.root):  # a 0-byte .last.pt.PID.*.tmp of a killed run
+            console.print(f"note: {note}")
         config.save_json(files.config)
         log.start(position.step if resume else None)
         fidelity_log.start(position.step if resume else None)
@@ -363,7 +369,12 @@ def _finish(files: DistillFiles, console: Console, config: DistillConfig, teache
         console.print(f"[yellow]losses.png not drawn:[/] {e}")
     if install is not None:
         data = files.student.read_bytes()
-        atomic_write(install, lambda tmp: Path(tmp).write_bytes(data))
+        try:  # a model that appeared under the name meanwhile is replaced only if it is this teacher's student too
+            atomic_write(install, lambda tmp: Path(tmp).write_bytes(data),
+                         overwrite=install.exists() and _holds_student_of(install, teacher))
+        except OutputAppeared as e:
+            console.print(f"[yellow]not installed:[/] {e}")
+            install = None
     console.print(f"stopped by {stopped} at step {position.step}; student: {files.student}"
                   + (f", installed in the store as {config.name} ({install})" if install else "")
                   + (f"; fidelity to the teacher: PSNR {fidelity['psnr_db']:.2f} dB, SSIM {fidelity['ssim']:.4f}"

@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 
 from rtstyle.backends import resolve_device
+from rtstyle.io.files import remove_stale_temps_in
 
 from .checkpoint import (CheckpointError, Position, RunFiles, capture_rng, export_generators, load_checkpoint,
                          restore, save_checkpoint)
@@ -221,6 +222,8 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     log = LossLog(files.losses)
     if dist.rank == 0:
         files.root.mkdir(parents=True, exist_ok=True)
+        for note in remove_stale_temps_in(files.root):  # a 0-byte .last.pt.PID.*.tmp of a killed run
+            console.print(f"note: {note}")
         config.save_json(files.config)
         log.start(position.step if resume else None)
     spe = steps_per_epoch(len(dataset), config.batch_size, dist.world)

@@ -161,28 +161,35 @@ def read_openvino_meta(model, where: str = "OpenVINO model") -> ArtifactMeta:
     return ArtifactMeta.from_strings(strings, where)
 
 
-def save_openvino(model, xml_path: Path) -> Path:
+def save_openvino(model, xml_path: Path, *, overwrite: bool = True) -> Path:
     """Write an IR (.xml + .bin) so that a reader never sees half of it: both go to a temporary folder first.
 
     Weights stay f32 (`compress_to_fp16=False`, whose default would round them to fp16): the inference
-    precision is chosen at load time from the CPU, and f32 weights keep the f32 path exact.
+    precision is chosen at load time from the CPU, and f32 weights keep the f32 path exact. `overwrite=False`
+    (an export to a name checked free at start): an IR that appeared meanwhile is not replaced
+    (`OutputAppeared`, nothing of this run left in place).
     """
-    import os
     import shutil
-    import tempfile
 
     import openvino as ov
 
+    from ..io.files import make_temp, publish
+
     xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{xml_path.stem}.", dir=xml_path.parent))
+    bin_path = xml_path.with_suffix(".bin")
+    temp = make_temp(xml_path, folder=True)
+    tmp = temp.path
     try:
         ov.save_model(model, str(tmp / xml_path.name), compress_to_fp16=False)
-        bin_path = xml_path.with_suffix(".bin")
-        os.replace(tmp / bin_path.name, bin_path)  # .bin first: an .xml never points at a missing .bin
-        os.replace(tmp / xml_path.name, xml_path)
+        publish(tmp / bin_path.name, bin_path, overwrite=overwrite)  # .bin first: an .xml never points at no .bin
+        try:
+            publish(tmp / xml_path.name, xml_path, overwrite=overwrite)
+        except FileExistsError:  # the .xml appeared meanwhile: the .bin just placed belongs to no .xml of ours
+            bin_path.unlink(missing_ok=True)
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        temp.release()
     return xml_path
 
 

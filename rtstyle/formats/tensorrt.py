@@ -149,8 +149,9 @@ def stale_reason(found: EngineKey, wanted: EngineKey) -> str | None:
     return None
 
 
-def write_engine(path: Path, plan: bytes, meta: ArtifactMeta, key: EngineKey) -> Path:
-    """Write header + plan atomically (a reader never sees a half-written engine)."""
+def write_engine(path: Path, plan: bytes, meta: ArtifactMeta, key: EngineKey, *, overwrite: bool = True) -> Path:
+    """Write header + plan atomically (a reader never sees a half-written engine); `overwrite=False` refuses a
+    file that appeared since the caller checked (`io.files.OutputAppeared`)."""
     header = json.dumps({"header_version": HEADER_VERSION, "engine_key": key.to_dict(),
                          "metadata": meta.to_strings()}, sort_keys=True).encode()
     payload = MAGIC + _LENGTH.pack(len(header)) + header
@@ -160,7 +161,7 @@ def write_engine(path: Path, plan: bytes, meta: ArtifactMeta, key: EngineKey) ->
             f.write(payload)
             f.write(plan)
 
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), write, overwrite=overwrite)
     return Path(path)
 
 
@@ -354,13 +355,14 @@ def _pin_normalisation_fp32(trt, network) -> int:
 
 def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | None = None, out: Path | None = None,
                    workspace_gb: float = DEFAULT_WORKSPACE_GB, log: Log | None = None, onnx_model=None,
-                   device: str | None = None) -> Path:
+                   device: str | None = None, overwrite: bool = True) -> Path:
     """Path of a current engine for `source` (weights, ONNX or an existing .engine), building it if needed.
 
     Without `out`, engines of weights/ONNX go to the cache; an existing .engine that is stale is rebuilt in
     place from the source recorded in its header (when that file still exists with the same content).
     `onnx_model` (an already checked ModelProto of `source`, from `export`) replaces the cached ONNX.
     `device` (cuda[:N]) is the GPU the engine is keyed by and built on (TensorRT builds on the current device).
+    `overwrite=False` (export to a new `out`): a file that appeared there meanwhile is not replaced.
     """
     import torch
 
@@ -414,7 +416,7 @@ def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | Non
                             timing_cache=timing_cache, log=log)
     engine_meta = meta.with_format("tensorrt", precision=precision, source_sha256=digest,
                                    extra={"source": str(source.resolve()), "profile": profile.to_dict()})
-    write_engine(target, plan, engine_meta, key)
+    write_engine(target, plan, engine_meta, key, overwrite=overwrite)
     log(f"engine written to {target}")
     return target
 

@@ -42,11 +42,12 @@ def _read_with_pillow(path: Path) -> np.ndarray | None:
         return None
 
 
-def write_image(path: str | Path, rgb: np.ndarray) -> Path:
-    """Encode (h, w, 3) RGB uint8 to `path` (format from its suffix), atomically."""
+def write_image(path: str | Path, rgb: np.ndarray, *, overwrite: bool = True) -> Path:
+    """Encode (h, w, 3) RGB uint8 to `path` (format from its suffix), atomically; `overwrite=False` refuses a
+    file that appeared since the caller checked (`files.OutputAppeared`)."""
     path = Path(path)
     ok, buf = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(rgb[:, :, ::-1]))
     if not ok:
         raise ValueError(f"could not encode an image as {path.suffix!r}")
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()))
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.tobytes()), overwrite=overwrite)
     return path

@@ -2,18 +2,17 @@
 
 `VideoReader` decodes a file's first video stream to (h, w, 3) RGB frames, each with its presentation
 time in seconds as a `Fraction` (pts x time_base), so rates such as 29.83 (179/6) or 12.5 survive untouched.
-`VideoWriter` encodes frames into a new file under a temporary name and renames it when complete: into
-place on `close()`, or to `<stem>.partial<suffix>` on `close_partial()` (an interrupted conversion still
-leaves a playable file). It keeps the input's timing (timestamps snapped to the exact frame grid, see
-`_output_time_base`), its rotation (display matrix) and copies its audio packets unchanged
-(`audio.AudioCopy`).
+`VideoWriter` encodes frames into a new file under a temporary name (`files.make_temp`) and puts it in
+place when complete with `files.publish`: as the target on `close()` (or `<stem>.new<suffix>` when the
+target appeared meanwhile and `overwrite` is off), or as `<stem>.partial<suffix>` on `close_partial()` (an
+interrupted conversion, or a truncated input, still leaves a playable file). It keeps the input's timing
+(timestamps snapped to the exact frame grid, see `_output_time_base`), its rotation (display matrix) and
+copies its audio and subtitle tracks unchanged (`tracks.TrackCopy`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Iterator
 import av
 import numpy as np
 
-from ..errors import UserError
-from .audio import AudioCopy
+from .tracks import TrackCopy
+from .files import OutputAppeared, OutputExistsError, make_temp, publish, publish_free
 
 # container format per output suffix; the video codec is H.264 except for WebM (VP9)
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -31,10 +30,6 @@ OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska
 
 class VideoReadError(ValueError):
     """A file that cannot be decoded as video; the message says which file and why."""
-
-
-class OutputExistsError(UserError, FileExistsError):
-    """The output exists and --overwrite was not given."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +67,7 @@ class VideoReader:
                 raise VideoReadError(f"{self.path}: no video stream (streams found: {', '.join(kinds)})")
             self.stream = self.container.streams.video[0]
             self.stream.thread_type = "AUTO"  # frame + slice threads in the decoder
+            self.decoded = 0  # frames decoded so far
             self._frames = self._decode()
             first = next(self._frames, None)
             if first is None:
@@ -90,6 +86,8 @@ class VideoReader:
         duration = None
         if s.duration and s.time_base:
             duration = float(s.duration * s.time_base)
+        elif _tag_seconds(s.metadata.get("DURATION")):  # Matroska's per-track length; the container's counts audio
+            duration = _tag_seconds(s.metadata["DURATION"])
         elif self.container.duration:
             duration = self.container.duration / av.time_base
         frames = s.frames or (round(duration * rate) if duration else 0)
@@ -100,13 +98,26 @@ class VideoReader:
                          audio=audio)
 
     def _decode(self) -> Iterator[av.VideoFrame]:
-        count = 0
         try:
             for frame in self.container.decode(self.stream):
-                count += 1
+                self.decoded += 1
                 yield frame
         except av.FFmpegError as e:
-            raise VideoReadError(f"{self.path}: decoding failed after {count} frames ({_av_reason(e)})") from e
+            of = f" of {self.info.frames}" if getattr(self, "info", None) and self.info.frames else ""
+            raise VideoReadError(f"{self.path}: input ended after {self.decoded}{of} frames (decoding failed: "
+                                 f"{_av_reason(e)}; the file is cut short or damaged)") from e
+
+    def ended_early(self) -> str | None:
+        """After the frames ran out: why they are fewer than the header announced (a file cut short), or None.
+
+        Counts estimated from a duration may be a frame or two off on a whole file, so a shortfall counts
+        from 2 frames or 2 %; a header's exact count (MP4) is held to the same margin, as an edit list may
+        hide a frame or two of a healthy file."""
+        expected = self.info.frames
+        if expected and self.decoded < expected - max(2, expected // 50):
+            return (f"{self.path}: input ended after {self.decoded} of {expected} frames (the file is cut short or "
+                    "damaged)")
+        return None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, Fraction]]:
         index = 0
@@ -132,6 +143,15 @@ class VideoReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tag_seconds(value: str | None) -> float | None:
+    """Seconds of a Matroska DURATION tag ("00:00:02.400000000"), None when absent or unreadable."""
+    try:
+        h, m, sec = (value or "").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec) or None
+    except ValueError:
+        return None
 
 
 def read_frames(path: str | Path, count: int | None = None) -> list[np.ndarray]:
@@ -175,16 +195,6 @@ def _encoder(suffix: str, width: int, height: int) -> tuple[str, str, dict[str, 
     return codec, pix_fmt, ({"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
 
 
-def partial_name(path: Path) -> Path:
-    """`clip.mp4` -> `clip.partial.mp4` (or `clip.partial-2.mp4`, ... when taken)."""
-    candidate = path.with_name(f"{path.stem}.partial{path.suffix}")
-    n = 2
-    while candidate.exists():
-        candidate = path.with_name(f"{path.stem}.partial-{n}{path.suffix}")
-        n += 1
-    return candidate
-
-
 class VideoWriter:
     """Encodes RGB frames to `path` (written under a temporary name in the same folder until finished)."""
 
@@ -197,13 +207,12 @@ class VideoWriter:
             raise ValueError(f"output {self.path} must end in one of {', '.join(OUTPUT_FORMATS)}")
         if self.path.exists() and not overwrite:
             raise OutputExistsError(f"{self.path} exists; pass --overwrite to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{suffix}", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.overwrite = overwrite
+        self.notes: list[str] = []
+        self._temp = make_temp(self.path, suffix, note=self.notes.append)  # stale temps of killed runs go
+        self.tmp = self._temp.path
         self.rate = Fraction(rate)
         self.size = (height, width)
-        self.notes: list[str] = []
         self.frames = 0
         self._t0: Fraction | None = None
         self._last_pts = -1
@@ -222,9 +231,9 @@ class VideoWriter:
                 self.stream.set_display_rotation(rotation)
             elif rotation:
                 self.notes.append(f"rotation {rotation} not kept: this PyAV cannot write it (needs av>=18)")
-            self.audio = AudioCopy(Path(audio_from), self.container) if audio_from else None
-            if self.audio and self.audio.note:
-                self.notes.append(self.audio.note)
+            self.audio = TrackCopy(Path(audio_from), self.container, self.stream) if audio_from else None
+            if self.audio:
+                self.notes.extend(self.audio.notes)
         except BaseException:
             self._discard()
             raise
@@ -263,14 +272,22 @@ class VideoWriter:
             self.audio.close()  # crashes on an output whose template's container is already closed (PyAV #1137)
 
     def close(self) -> Path:
-        """Finish the file and rename it into place; all of the input's audio is copied."""
+        """Finish the file and put it in place; all of the input's audio is copied. When the output appeared
+        meanwhile (another run) and `overwrite` is off, raises `OutputAppeared` with this file kept as
+        `<stem>.new<suffix>`."""
         try:
             self._finish(audio_until=None)
-            os.chmod(self.tmp, 0o644)  # mkstemp makes 0600; a video is meant to be shared
-            os.replace(self.tmp, self.path)
         except BaseException:
             self._discard()
             raise
+        try:
+            publish(self.tmp, self.path, overwrite=self.overwrite)
+        except OutputAppeared:
+            raise OutputAppeared(self.path, kept=self._keep("new")) from None
+        except BaseException:
+            self._discard()
+            raise
+        self._temp.release()
         return self.path
 
     def close_partial(self) -> Path | None:
@@ -280,13 +297,20 @@ class VideoWriter:
             return None
         try:
             self._finish(audio_until=self._last_t + 1 / self.rate)
-            target = partial_name(self.path)
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, target)
         except BaseException:
             self._discard()
             raise
-        return target
+        return self._keep("partial")
+
+    def _keep(self, tag: str) -> Path:
+        """The finished temporary file under the first free `<stem>.<tag><suffix>` (never replacing one)."""
+        try:
+            return publish_free(self.tmp, self.path, tag)
+        except BaseException:
+            self._discard()
+            raise
+        finally:
+            self._temp.release()
 
     def _discard(self) -> None:
         try:
@@ -297,6 +321,7 @@ class VideoWriter:
         except Exception:  # the file is being thrown away; its trailer does not matter
             pass
         self.tmp.unlink(missing_ok=True)
+        self._temp.release()
 
     def discard(self) -> None:
         """Drop the output (nothing is renamed)."""
