@@ -497,6 +497,12 @@ def add_webcam(sub) -> None:
     add_dataclass_args(p, LiveOptions)
     add_stabilize_args(p)
     add_skip_similar_arg(p)
+    p.add_argument("--virtual-cam", action="store_true",
+                   help="also send the view to a virtual camera for meeting apps (pyvirtualcam, [vcam] extra)")
+    p.add_argument("--virtual-cam-device", metavar="DEVICE", help="Linux: the v4l2loopback device, e.g. /dev/video2")
+    p.add_argument("--serve", metavar="[HOST:]PORT", help="also serve the view as MJPEG at /stream.mjpg "
+                                                          "(+ /snapshot.jpg, /stats); host 127.0.0.1 by default")
+    p.add_argument("--token", help="--serve: the access token every request needs [generated off loopback]")
 
 
 def run_webcam(args) -> int:
@@ -504,6 +510,7 @@ def run_webcam(args) -> int:
     from rtstyle.io.display import check_display
     from rtstyle.live import LiveOptions, run_live
     from rtstyle.pipeline import FrameTranslator
+    from rtstyle.io.sinks import close_sinks, open_sinks
     from rtstyle.io.sources import open_source
     from rtstyle.transforms import parse_size
 
@@ -512,13 +519,21 @@ def run_webcam(args) -> int:
         check_display()  # before loading anything: a clear error instead of a crash
     if options.record and options.record.exists() and not options.overwrite:
         raise UserError(f"{options.record} exists; pass --overwrite to replace it")
-    backend = backend_from_args(args)
     log = lambda message: console.print(message)  # noqa: E731
-    source = open_source(args.source, realtime=options.show, log=log)
+    sinks = open_sinks(virtual_cam=args.virtual_cam, virtual_cam_device=args.virtual_cam_device, serve=args.serve,
+                       token=args.token, model=args.model, log=log)
+    try:
+        backend = backend_from_args(args)
+        source = open_source(args.source, realtime=options.show or bool(sinks), log=log)
+    except BaseException:
+        close_sinks(sinks)
+        raise
+    for sink in sinks:
+        sink.started(source, backend)
     console.print(f"{source.name} ({'live, newest frame only' if source.live else 'every frame'}) with "
                   f"{args.model} via {backend.describe()}, size {options.size or 'native'}")
     report = run_live(source, FrameTranslator(backend, options.size), options, log=log,
-                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar)
+                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar, sinks=sinks)
     median, worst = report.latency_ms()
     console.print(f"{report.ended}: {report.frames} frames in {report.seconds:.1f} s ({report.fps:.2f} fps), "
                   f"{report.dropped} dropped, latency median {median:.0f} ms / max {worst:.0f} ms"
@@ -530,6 +545,34 @@ def run_webcam(args) -> int:
     if report.error:
         console.print(f"[red]error:[/] {report.error}")
         return 1
+    return 0
+
+
+# --- serve ----------------------------------------------------------------------------------------------
+def add_serve(sub) -> None:
+    from rtstyle.config import add_dataclass_args
+    from rtstyle.serve.browser import ServeOptions
+
+    p = sub.add_parser("serve", help="serve a page that translates the browser's camera (WebSocket), live",
+                       description="Serve a web page that sends the browser's camera to this machine and shows it "
+                                   "translated next to the original, with fps and round trip; one model instance "
+                                   "serves every open page fairly. Binds 127.0.0.1 unless --host says otherwise.")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--size", default="256", help="processing size the pages start with: short side N or 'native'")
+    p.add_argument("--duration", type=float, help="stop after this many seconds [until Ctrl-C]")
+    add_backend_args(p)
+    add_dataclass_args(p, ServeOptions)
+
+
+def run_serve(args) -> int:
+    from rtstyle.backends import BackendOptions
+    from rtstyle.config import dataclass_from_args
+    from rtstyle.serve.browser import ServeOptions, serve
+    from rtstyle.transforms import parse_size
+
+    apply_fast(args)
+    serve(args.model, dataclass_from_args(ServeOptions, args), dataclass_from_args(BackendOptions, args),
+          parse_size(args.size), log=console.print, duration=args.duration)
     return 0
 
 
@@ -639,6 +682,7 @@ COMMANDS = {
     "demo": (add_demo, run_demo),
     "video": (add_video, run_video),
     "webcam": (add_webcam, run_webcam),
+    "serve": (add_serve, run_serve),
     "datasets": (add_datasets, run_datasets),
     "evaluate": (add_evaluate, run_evaluate),
     "export": (add_export, run_export),

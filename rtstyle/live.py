@@ -6,7 +6,8 @@ composes, records and shows it. When translation is slower than the camera, or d
 translation, frames are dropped rather than queued, so latency (capture to display) stays about one
 translation long; a file or folder source drops nothing. Keys change the view while it
 runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
-times, so the recording plays at the speed it happened.
+times, so the recording plays at the speed it happened. Other outputs are `sinks.Sink`s fed the same view
+(the virtual camera, the MJPEG server); each returns at once, so none of them slows the loop.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from .io.display import KEY_HELP, Window, compose, draw_overlay
 from .io.images import write_image
+from .io.sinks import LiveStatus, Sink, close_sinks
 from .io.sources import Captured, Source
 from .io.video import OutputExistsError, VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
@@ -85,20 +87,24 @@ def next_size(size: int | None, source_hw: tuple[int, int], step: int) -> int:
 def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
              log: Callable[[str], None] = print,
              on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
-             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None) -> LiveReport:
+             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None,
+             sinks: Sequence[Sink] = ()) -> LiveReport:
     """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, or Ctrl-C.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
     latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
-    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
+    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar). Every view also goes to each
+    of `sinks` (closed on return, like the source).
     """
     if options.record and options.record.exists() and not options.overwrite:
         source.close()
+        close_sinks(sinks)
         raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
     try:
         window = Window() if options.show else None
     except BaseException:
         source.close()
+        close_sinks(sinks)
         raise
     report = LiveReport(times=translator.times)
     steady = SteadyTranslator(translator, stabilize, skip_similar)
@@ -142,6 +148,11 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
             report.frames += 1
             report.latencies.append(latency)
             report.dropped = source.dropped + stage.out.dropped
+            if sinks:
+                status = LiveStatus(report.frames, fps_ema, latency, report.dropped, steady.skipped, translator.size)
+                with timed(report.times, "outputs"):
+                    for sink in sinks:
+                        sink.write(view, status)
             if window:
                 with timed(report.times, "display"):
                     shown = view
@@ -179,6 +190,7 @@ def run_live(source: Source, translator: FrameTranslator, options: LiveOptions =
         report.dropped = source.dropped + stage.out.dropped
         report.skipped = steady.skipped
         source.close()
+        close_sinks(sinks)
         if window:
             window.close()
         if recorder is not None:
