@@ -169,26 +169,26 @@ class BrowserServer:
         client.flooded = 0
         self.queue.add(client)
         sender = asyncio.create_task(self._send_results(ws, ready, latest))
-        rate, warned_at = RateWindow(limits.max_fps), 0.0
+        rate, warned_at, decoding = RateWindow(limits.max_fps), 0.0, None
         await ws.send_json({"type": "hello", "name": client.name, "models": self.models, "backends": self.backends,
                             "settings": asdict(client.settings), "limits": asdict(limits),
                             "source": self.feeder is not None})
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.BINARY:
-                    if len(msg.data) <= limits.max_bytes and not rate.allow():
-                        client.flooded += 1  # dropped undecoded: a flood costs the server nothing but reading
+                    # One decode at a time per client, and at most max_fps a second: a frame that comes while
+                    # the last one is still being decoded, or too soon, is dropped undecoded, so a flood costs
+                    # the server reading it and nothing more.
+                    busy = decoding is not None and not decoding.done()
+                    if busy or (len(msg.data) <= limits.max_bytes and not rate.allow()):
+                        client.flooded += 1
                         if time.monotonic() - warned_at > 1.0:
                             warned_at = time.monotonic()
-                            await ws.send_json({"type": "warning", "message": f"more than {limits.max_fps:g} "
-                                                f"frames/s: {client.flooded} dropped; send one, await its result"})
+                            await ws.send_json({"type": "warning", "message": f"frames arrive faster than they are "
+                                                f"translated (or over {limits.max_fps:g}/s): {client.flooded} "
+                                                "dropped so far; send one frame and await its result"})
                         continue
-                    try:
-                        rgb = await loop.run_in_executor(self.pool, decode_frame, msg.data, limits)
-                    except FrameError as e:
-                        await ws.send_json({"type": "error", "message": str(e)})
-                        continue
-                    self.queue.submit(client, rgb)
+                    decoding = asyncio.ensure_future(self._decode_and_submit(ws, client, msg.data))
                 elif msg.type == WSMsgType.TEXT:
                     try:
                         client.settings = self.apply_settings(client.settings, msg.data)
@@ -201,6 +201,16 @@ class BrowserServer:
             self.queue.remove(client)
             sender.cancel()
         return ws
+
+    async def _decode_and_submit(self, ws: web.WebSocketResponse, client: Client, data: bytes) -> None:
+        try:
+            rgb = await asyncio.get_running_loop().run_in_executor(self.pool, decode_frame, data,
+                                                                   self.options.limits)
+        except FrameError as e:
+            if not ws.closed:
+                await ws.send_json({"type": "error", "message": str(e)})
+            return
+        self.queue.submit(client, rgb)
 
     async def _send_results(self, ws: web.WebSocketResponse, ready: asyncio.Event, latest: list) -> None:
         loop = asyncio.get_running_loop()
