@@ -102,16 +102,33 @@ def test_mjpeg_stats_is_json(mjpeg_webcam):
     for key in ("fps", "latency_ms", "backend", "model", "skipped", "dropped", "frames"):
         assert key in stats, stats
     assert stats["frames"] > 0 and stats["fps"] > 0 and "torch" in stats["backend"]
+    deadline = time.monotonic() + 20  # clients that went away are forgotten: nothing kept for them
+    while stats["clients"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with urllib.request.urlopen(mjpeg_webcam + "/stats", timeout=30) as response:
+            stats = json.loads(response.read())
+    assert stats["clients"] == 0, stats
 
 
 # --- the serve command's safety -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def server(tiny_model):
-    started = start_cli("serve", "--model", tiny_model, "--backend", "torch", "--size", 64, "--port", 0,
-                        "--token", TOKEN, ready=r"open (http://\S+)")
-    url = started.match.group(1).split("?")[0].rstrip("/")
-    yield url, started.proc.pid
-    started.stop()
+def server(tiny_model, clip_frames):
+    """`serve --token` with a server-side source too (the real clip, live over HTTP) sharing its queue."""
+    with MJPEGServer(lambda i: clip_frames[i % len(clip_frames)], fps=15, stamp=False) as camera:
+        started = start_cli("serve", "--model", tiny_model, "--backend", "torch", "--size", 64, "--port", 0,
+                            "--token", TOKEN, "--source", camera.url, ready=r"open (http://\S+)")
+        url = started.match.group(1).split("?")[0].rstrip("/")
+        yield url, started.proc.pid
+        started.stop()
+
+
+def test_serve_shows_its_own_source_as_mjpeg(server):
+    url, _ = server
+    frames = read_mjpeg(f"{url}/stream.mjpg?token={TOKEN}", 3)
+    assert all(f.shape == (360, 640, 3) for f in frames)
+    with urllib.request.urlopen(f"{url}/stats?token={TOKEN}", timeout=30) as r:
+        stats = json.loads(r.read())
+    assert stats["source"]["frames"] >= 3 and stats["source"]["fps"] > 0
 
 
 def jpeg(h: int = 120, w: int = 160, seed: int = 0) -> bytes:
@@ -240,6 +257,36 @@ def test_a_flood_keeps_the_queue_bounded_and_memory_flat(server):
     assert flooder["flooded"] > 300  # most never reached the decoder
     assert after - before < 40, f"server RSS grew {after - before:.0f} MB under a 90 MB flood"
     assert served["translate_ms"] > 0
+
+
+def test_the_queue_serves_clients_in_turn(tiny_model, clip_frames):
+    """A client that always has a frame waiting does not starve one that sends a frame at a time."""
+    from rtstyle.backends import BackendOptions, create_backend
+    from rtstyle.serve.queue import Client, ClientSettings, TranslationQueue
+
+    backend = create_backend(str(tiny_model), BackendOptions(backend="torch", device="cpu"))
+    queue = TranslationQueue(lambda m, b: backend, ClientSettings(model="tiny", size=64), lambda m: None)
+    order: list[str] = []
+    done = threading.Event()
+    greedy = Client("greedy", queue.default, lambda view, info: (order.append("greedy"),
+                                                                  queue.submit(greedy, clip_frames[0])))
+    polite = Client("polite", queue.default, lambda view, info: (order.append("polite"), done.set()))
+    for client in (greedy, polite):
+        queue.add(client)
+    queue.start()
+    try:
+        queue.submit(greedy, clip_frames[0])
+        while len(order) < 3:
+            time.sleep(0.01)
+        for _ in range(3):  # each time, the polite client's frame is next after at most one greedy one
+            done.clear()
+            seen = len(order)
+            queue.submit(polite, clip_frames[1])
+            assert done.wait(30)
+            assert order[seen:].index("polite") <= 1, order[seen:]
+        assert greedy.dropped == 0  # it never sent faster than it was served: nothing replaced
+    finally:
+        queue.close()
 
 
 def test_decode_frame_checks_before_decoding():
