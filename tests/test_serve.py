@@ -110,6 +110,24 @@ def test_mjpeg_stats_is_json(mjpeg_webcam):
     assert stats["clients"] == 0, stats
 
 
+def test_webcam_serve_with_a_token_refuses_requests_without_it():
+    from rtstyle.io.sinks import LiveStatus
+    from rtstyle.serve.mjpeg import MJPEGSink
+
+    sink = MJPEGSink("127.0.0.1", 0, TOKEN, model="m", log=lambda m: None)
+    try:
+        sink.write(np.zeros((48, 64, 3), np.uint8), LiveStatus(1, 1.0, 0.1, 0, 0, 256))
+        base = sink.url.split("/stream.mjpg")[0]
+        for path in ("/", "/stream.mjpg", "/snapshot.jpg", "/stats", "/other"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert e.value.code == 401, path
+        with urllib.request.urlopen(f"{base}/snapshot.jpg?token={TOKEN}", timeout=10) as r:
+            assert cv2.imdecode(np.frombuffer(r.read(), np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+    finally:
+        sink.close()
+
+
 # --- the serve command's safety -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def server(tiny_model, clip_frames):
@@ -243,8 +261,13 @@ def test_a_flood_keeps_the_queue_bounded_and_memory_flat(server):
             for _ in range(400):  # ~90 MB offered as fast as the socket takes it, no result awaited
                 await flood.send_bytes(frame)
             warning = await next_message(flood, "warning")
-            async with session.get(f"{url}/stats?token={TOKEN}") as r:
-                stats = await r.json()
+            for _ in range(100):  # until the server has read all 400 (each one flooded, replaced or translated)
+                async with session.get(f"{url}/stats?token={TOKEN}") as r:
+                    stats = await r.json()
+                flooder = max(stats["clients"], key=lambda c: c["flooded"])
+                if flooder["flooded"] + flooder["dropped"] + flooder["translated"] >= 399:
+                    break
+                await asyncio.sleep(0.1)
             await other.send_bytes(jpeg(seed=3))
             served = await expect_result(other)  # the flood does not starve the other client
             return before, rss_mb(pid), warning, stats, served
@@ -252,8 +275,8 @@ def test_a_flood_keeps_the_queue_bounded_and_memory_flat(server):
     before, after, warning, stats, served = asyncio.run(session_do(url, body))
     assert "faster than they are translated" in warning["message"]
     assert stats["waiting"] <= len(stats["clients"])  # one frame per client at most
-    flooder = max(stats["clients"], key=lambda c: c["flooded"] + c["dropped"])
-    assert flooder["flooded"] + flooder["dropped"] + flooder["translated"] >= 350
+    flooder = max(stats["clients"], key=lambda c: c["flooded"])
+    assert flooder["flooded"] + flooder["dropped"] + flooder["translated"] >= 399  # one may still be decoding
     assert flooder["flooded"] > 300  # most never reached the decoder
     assert after - before < 40, f"server RSS grew {after - before:.0f} MB under a 90 MB flood"
     assert served["translate_ms"] > 0
@@ -268,20 +291,21 @@ def test_the_queue_serves_clients_in_turn(tiny_model, clip_frames):
     queue = TranslationQueue(lambda m, b: backend, ClientSettings(model="tiny", size=64), lambda m: None)
     order: list[str] = []
     done = threading.Event()
+    a, b = clip_frames[0][:96, :128], clip_frames[1][:96, :128]
     greedy = Client("greedy", queue.default, lambda view, info: (order.append("greedy"),
-                                                                  queue.submit(greedy, clip_frames[0])))
+                                                                  queue.submit(greedy, a)))
     polite = Client("polite", queue.default, lambda view, info: (order.append("polite"), done.set()))
     for client in (greedy, polite):
         queue.add(client)
     queue.start()
     try:
-        queue.submit(greedy, clip_frames[0])
+        queue.submit(greedy, a)
         while len(order) < 3:
             time.sleep(0.01)
         for _ in range(3):  # each time, the polite client's frame is next after at most one greedy one
             done.clear()
             seen = len(order)
-            queue.submit(polite, clip_frames[1])
+            queue.submit(polite, b)
             assert done.wait(30)
             assert order[seen:].index("polite") <= 1, order[seen:]
         assert greedy.dropped == 0  # it never sent faster than it was served: nothing replaced

@@ -94,7 +94,8 @@ function sendSettings() {
 
 function setMode() {
   const source = $("mode").value === "source";
-  $("original-box").style.display = source ? "none" : "";
+  // side by side: the server sends original | translated in one picture, so this page's own copy goes
+  $("original-box").style.display = source || $("side_by_side").checked ? "none" : "";
   shown.onload = null;
   shown.src = source ? withToken("/stream.mjpg") : "";
   if (source) { sendSettings(); pollSourceStats(); } else { inFlight = false; sendFrame(); }
@@ -110,6 +111,10 @@ async function pollSourceStats() {
   }
 }
 
-for (const id of ["model", "backend", "size", "side_by_side", "stabilize"]) $(id).onchange = sendSettings;
+for (const id of ["model", "backend", "size", "stabilize"]) $(id).onchange = sendSettings;
+$("side_by_side").onchange = () => {
+  sendSettings();
+  $("original-box").style.display = $("mode").value === "source" || $("side_by_side").checked ? "none" : "";
+};
 $("mode").onchange = setMode;
 connect();
