@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import start_cli
-from media_helpers import REAL_CLIP, MJPEGServer, read_frames, tiny_model  # noqa: F401
+from media_helpers import REAL_CLIP, MJPEGServer, one_torch_thread, read_frames, tiny_model  # noqa: F401
 from rtstyle.errors import UserError
 from rtstyle.serve.browser import FrameError, decode_frame
 from rtstyle.serve.security import FrameLimits, is_loopback, parse_address, resolve_token

@@ -134,14 +134,14 @@ class BrowserServer:
 
     def stats(self) -> dict:
         clients = [{"name": c.name, "translated": c.translated, "dropped": c.dropped,
-                    "flooded": getattr(c, "flooded", 0), "translate_ms": round(1000 * c.last_translate_s, 1),
+                    "flooded": c.flooded, "translate_ms": round(1000 * c.last_translate_s, 1),
                     "settings": asdict(c.settings)} for c in list(self.queue.clients)]
-        return {"model": self.queue.default.model, "backend": self._describe(), "clients": clients,
+        return {"model": self.queue.default.model, "backend": self.describe(), "clients": clients,
                 "waiting": self.queue.waiting(), "translated": self.queue.translated,
                 "loaded": [f"{m} ({b})" for m, b in self.queue.translators],
                 "source": self.feeder.stats() if self.feeder else None, "limits": asdict(self.options.limits)}
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         translator = self.queue.translators.get((self.queue.default.model, self.queue.default.backend))
         return translator.backend.describe() if translator else ""
 
@@ -166,7 +166,6 @@ class BrowserServer:
                 loop.call_soon_threadsafe(put)
 
         client = Client(f"browser {next(self._names)}", self.queue.default, deliver)
-        client.flooded = 0
         self.queue.add(client)
         sender = asyncio.create_task(self._send_results(ws, ready, latest))
         rate, warned_at, decoding = RateWindow(limits.max_fps), 0.0, None
@@ -322,7 +321,7 @@ def serve(model: str, options: ServeOptions, backend_options, size: int | None =
     def load(name: str, backend: str):
         return create_backend(name, replace(backend_options, backend=backend), log=log)
 
-    models = sorted({*stored_models(), model}) if Path(model).suffix == "" else [model, *stored_models()]
+    models = [model, *(name for name in stored_models() if name != model)]  # what a page may choose
     settings = ClientSettings(model=model, backend=backend_options.backend, size=size)
     server = BrowserServer(options, settings, load, models, list(BACKENDS), log)
     try:
@@ -331,5 +330,5 @@ def serve(model: str, options: ServeOptions, backend_options, size: int | None =
     except BaseException:
         server.close()
         raise
-    log(f"serving {model} via {server._describe()}: open {server.url}")
+    log(f"serving {model} via {server.describe()}: open {server.url}")
     run_server(server, duration)

@@ -45,7 +45,8 @@ class Client:
                  deliver: Callable[[np.ndarray | None, dict], None]) -> None:
         self.name, self.settings, self.deliver = name, settings, deliver
         self.pending: tuple[np.ndarray, float] | None = None  # (rgb (h, w, 3), received_at)
-        self.dropped = self.translated = 0
+        self.dropped = self.translated = 0  # replaced while waiting; done
+        self.flooded = 0  # refused before decoding (sent while the last was decoding, or over the rate)
         self.steady: SteadyTranslator | None = None
         self._steady_key: tuple | None = None
         self.last_translate_s = 0.0
