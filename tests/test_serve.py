@@ -270,9 +270,17 @@ def test_a_flood_keeps_the_queue_bounded_and_memory_flat(server):
                 await asyncio.sleep(0.1)
             await other.send_bytes(jpeg(seed=3))
             served = await expect_result(other)  # the flood does not starve the other client
-            return before, rss_mb(pid), warning, stats, served
+            after = rss_mb(pid)
+        for _ in range(100):  # both gone: the server keeps nothing for them (the source's client stays)
+            async with session.get(f"{url}/stats?token={TOKEN}") as r:
+                left = [c["name"] for c in (await r.json())["clients"]]
+            if not any(name.startswith("browser") for name in left):
+                break
+            await asyncio.sleep(0.1)
+        return before, after, warning, stats, served, left
 
-    before, after, warning, stats, served = asyncio.run(session_do(url, body))
+    before, after, warning, stats, served, left = asyncio.run(session_do(url, body))
+    assert all(name.startswith("source") for name in left), left
     assert "faster than they are translated" in warning["message"]
     assert stats["waiting"] <= len(stats["clients"])  # one frame per client at most
     flooder = max(stats["clients"], key=lambda c: c["flooded"])
