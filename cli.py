@@ -28,14 +28,16 @@ from rtstyle.config import Command, dataclass_from_args
 from rtstyle.demo import DemoOptions
 from rtstyle.download import download_official_model
 from rtstyle.errors import UserError
+from rtstyle.interrupts import stop_reason
 from rtstyle.io.files import write_json
 from rtstyle.io.inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, expand_inputs
-from rtstyle.interrupts import stop_reason
-from rtstyle.io.sources import open_source
-from rtstyle.live import LiveOptions, run_live
+from rtstyle.io.sinks import OutputOptions
+from rtstyle.live import LiveOptions, open_live, run_live
 from rtstyle.noise import quiet_libraries
 from rtstyle.pipeline import FrameTranslator
 from rtstyle.report import VideoProgress, print_benchmark, print_table
+from rtstyle.serve import browser
+from rtstyle.serve.browser import ServeOptions
 from rtstyle.stabilize import StabilizeOptions
 from rtstyle.store import OFFICIAL_DIRECTIONS, ImportOptions, describe_models, import_reference, store_dir
 from rtstyle.students import fast_model
@@ -44,12 +46,13 @@ from rtstyle.translate import TranslateOptions, translate_images
 from rtstyle.video import ConversionInterrupted, VideoOptions, convert_videos, output_paths
 from train import distill as distilling, loop as training
 from train.config import TrainConfig
-from train.datasets import DemoDatasetOptions
+from train.datasets import DemoDatasetOptions, download_dataset, make_demo_dataset
 from train.distill_config import DistillConfig
 from train.evaluate import EvaluateOptions, evaluate
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 say = console.print
+
 
 def model_from_args(args) -> None:
     """--fast: args.model becomes its student (said on the console), or a clear error with the distill command."""
@@ -62,7 +65,7 @@ def backend_from_args(args, model: str | None = None):
     return create_backend(model or args.model, dataclass_from_args(BackendOptions, args))
 
 
-def stabilize_from_args(args) -> StabilizeOptions | None:
+def stabilize_from_args(args) -> StabilizeOptions | None:  # --stabilize [STRENGTH] of video, webcam and demo
     return None if args.stabilize is None else StabilizeOptions(strength=args.stabilize)
 
 
@@ -163,8 +166,6 @@ def run_distill(args) -> int:
 
 
 def run_make_demo(args) -> int:
-    from train.datasets import make_demo_dataset
-
     summary = make_demo_dataset(args.out, seed=args.seed, train_per_domain=args.train_per_domain,
                                 test_count=args.test_count, size=args.crop, overwrite=args.overwrite)
     say(f"demo dataset in {args.out}: {summary['counts']} ({summary['transform']})")
@@ -178,8 +179,6 @@ def dataset_download_args(p) -> None:
 
 
 def run_dataset_download(args) -> int:
-    from train.datasets import download_dataset
-
     say(f"dataset {args.name} -> {download_dataset(args.name, args.out)}")
     return 0
 
@@ -206,20 +205,6 @@ def run_evaluate(args) -> int:
 
 
 # --- video and live ---------------------------------------------------------------------------------------
-def stabilize_args(p) -> None:
-    p.add_argument("--stabilize", nargs="?", type=float, const=0.93, default=None, metavar="STRENGTH",
-                   help="steady the output: blend it with the previous output warped along the input's optical "
-                        "flow, where the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.93; off "
-                        "without the option]")
-
-
-def webcam_args(p) -> None:
-    stabilize_args(p)
-    p.add_argument("--skip-similar", type=float, default=None, metavar="THRESHOLD",
-                   help="live sources: reuse the last output when the input's mean luma difference (0..1, at 32 px) "
-                        "to the last translated input is below THRESHOLD, e.g. 0.01 [off]")
-
-
 def run_video(args) -> int:
     size, stabilize = parse_size(args.size), stabilize_from_args(args)
     inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
@@ -241,13 +226,12 @@ def run_video(args) -> int:
 
 def run_webcam(args) -> int:
     options = dataclass_from_args(LiveOptions, args)
-    options.check()  # before a model loads: no display, or a recording that exists
-    backend = backend_from_args(args)
-    source = open_source(options.source, realtime=options.show, log=say)
+    outputs = dataclass_from_args(OutputOptions, args)
+    source, backend, sinks = open_live(options, outputs, lambda: backend_from_args(args), model=args.model, log=say)
     running(args, backend, f"{source.name} ({'live, newest frame only' if source.live else 'every frame'})",
             f"size {options.size or 'native'}")
     report = run_live(source, FrameTranslator(backend, options.size), options, log=say,
-                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar)
+                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar, sinks=sinks)
     for line in report.summary(skip_similar=args.skip_similar is not None):
         say(line)
     if report.error:
@@ -255,10 +239,23 @@ def run_webcam(args) -> int:
     return report.exit_code if report.stopped_by else 1 if report.error else 0  # Ctrl-C 130, SIGTERM 143
 
 
+def serve_args(p) -> None:
+    p.add_argument("--size", default="256", help="processing size the pages start with: short side N or 'native'")
+    p.add_argument("--duration", type=float, help="stop after this many seconds [until Ctrl-C]")
+
+
+def run_serve(args) -> int:
+    model_from_args(args)
+    browser.serve(args.model, dataclass_from_args(ServeOptions, args), dataclass_from_args(BackendOptions, args),
+                  parse_size(args.size), log=say, duration=args.duration)
+    return 0
+
+
 def run_demo(args) -> int:
     backend = backend_from_args(args)
     running(args, backend, "the demo")
-    report, shown = demo.run(backend, dataclass_from_args(DemoOptions, args), log=say, stabilize=stabilize_from_args(args))
+    options = dataclass_from_args(DemoOptions, args)
+    report, shown = demo.run(backend, options, log=say, stabilize=stabilize_from_args(args))
     for line in report.summary(shown=shown):
         say(line)
     return report.exit_code or (1 if report.error else 0)
@@ -266,13 +263,15 @@ def run_demo(args) -> int:
 
 COMMANDS = {
     "demo": Command("see it work: the bundled model on a bundled real clip (or --source 0)", run_demo, DemoOptions,
-                    model="demo", backend=True, extra=stabilize_args),
+                    model="demo", backend=True),
     "translate": Command("translate image files, folders or globs", run_translate, TranslateOptions, model=True,
                          backend=True),
     "video": Command("translate video files (frame count, rate, rotation and audio kept)", run_video, VideoOptions,
-                     model=True, backend=True, extra=stabilize_args),
-    "webcam": Command("translate a camera or stream live, in a window", run_webcam, LiveOptions, model=True,
-                      backend=True, extra=webcam_args),
+                     model=True, backend=True),
+    "webcam": Command("translate a camera or stream live, in a window", run_webcam, (LiveOptions, OutputOptions),
+                      model=True, backend=True),
+    "serve": Command("serve a page that translates the browser's camera (WebSocket), live", run_serve, ServeOptions,
+                     model=True, backend=True, extra=serve_args),
     "models": Command("list the models --model can name", run_models),
     "download": Command("download an official CycleGAN pretrained generator", run_download, extra=download_args,
                         description="Download an official pretrained generator into the store. Names: "

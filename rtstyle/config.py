@@ -22,7 +22,8 @@ def option_name(field_name: str) -> str:
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
     """Every field of `cls` as an option (metadata: help, choices, metavar, required, flags for extra names,
     nargs; `positional` makes it an argument). A bool that is off by default is a plain flag (`--overwrite`);
-    one that is on, undecided (None) or `negatable` gets its `--no-` form too. Defaults show in the help unless empty."""
+    one that is on, undecided (None) or `negatable` gets its `--no-` form too. Defaults show in the help unless
+    empty."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
@@ -42,9 +43,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
             parser.add_argument(*names, dest=f.name, action=action, default=default, help=help_text)
             continue
         shown = f" [{default}]" if default not in (None, "", [], ()) and not meta.get("required") else ""
+        extra = {"const": meta["const"]} if "const" in meta else {}
         parser.add_argument(*names, dest=f.name, type=_parser_of(meta, kind), default=default,
                             choices=meta.get("choices"), metavar=meta.get("metavar"), nargs=meta.get("nargs"),
-                            required=meta.get("required", False), help=f"{help_text}{shown}")
+                            required=meta.get("required", False), help=f"{help_text}{shown}", **extra)
 
 
 def _parser_of(meta, kind):
@@ -84,7 +86,7 @@ class Command:
 
     help: str
     run: Callable[[argparse.Namespace], int]
-    options: type | None = None
+    options: type | tuple[type, ...] | None = None  # several: the first one's docstring describes it
     model: bool | str = False
     backend: bool = False
     extra: Callable[[argparse.ArgumentParser], None] | None = None
@@ -96,7 +98,8 @@ class Command:
         from .backends import BackendOptions
         from .store import MODEL_HELP
 
-        doc = inspect.cleandoc(self.options.__doc__ or "").split("\n\n")[0] if self.options else self.description
+        groups = self.options if isinstance(self.options, tuple) else (self.options,) if self.options else ()
+        doc = inspect.cleandoc(groups[0].__doc__ or "").split("\n\n")[0] if groups else self.description
         p = sub.add_parser(name, help=self.help, description=doc)
         p.add_argument("--verbose", action="store_true",
                        help="also show what the libraries underneath print (OpenCV, FFmpeg, torch, NNCF)")
@@ -104,8 +107,8 @@ class Command:
             default = self.model if isinstance(self.model, str) else None
             p.add_argument("--model", required=default is None, default=default or None,
                            help=MODEL_HELP + (f" [{default}]" if default else ""))
-        if self.options:
-            add_dataclass_args(p, self.options)
+        for group in groups:
+            add_dataclass_args(p, group)
         if self.backend:
             add_dataclass_args(p, BackendOptions)
             p.add_argument("--fast", action="store_true",

@@ -19,7 +19,7 @@ from .backends import Backend
 from .io.images import write_image
 from .io.video import read_frames
 from .pipeline import FrameTranslator
-from .stabilize import StabilizeOptions
+from .stabilize import StabilizeOptions, stabilize_option
 from .store import DEMO_CLIP
 from .transforms import SIZE_HELP, plan_for
 from .video import convert_video
@@ -38,6 +38,7 @@ class DemoOptions:
     show: bool | None = field(default=None, metadata={"help": "open a window (default: when a display exists)"})
     duration: float | None = field(default=None, metadata={"help": "live demo: stop after this many seconds",
                                                            "metavar": "SECONDS"})
+    stabilize: float | None = stabilize_option()
 
 
 @dataclass

@@ -8,6 +8,8 @@ translation long; a file or folder source drops nothing. Keys change the view wh
 runs (`display.KEYS`); `--record` writes the view as shown (without the overlay) with the frames' capture
 times, so the recording plays at the speed it happened. Ctrl-C, SIGTERM and SIGHUP end the session as `q`
 does (`interrupts`): the recording is finished under its name, and `LiveReport.stopped_by` says which.
+Other outputs are `sinks.Sink`s fed the same view (the virtual camera, the MJPEG server); each returns at
+once, so none of them slows the loop.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,11 +27,12 @@ from .interrupts import stop_reason, stop_signals_interrupt
 from .io.display import KEY_HELP, Window, compose, draw_overlay
 from .io.files import OutputAppeared, OutputExistsError
 from .io.images import write_image
+from .io.sinks import LiveStatus, OutputOptions, Sink, close_sinks
 from .io.sources import SOURCE_HELP, Captured, Source
 from .io.video import VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
 from .live_stages import TranslateStage
-from .stabilize import StabilizeOptions
+from .stabilize import StabilizeOptions, stabilize_option
 from .steady import SteadyTranslator
 from .transforms import SIZE_HELP, parse_size, resize_frames, round_to_multiple
 
@@ -58,6 +61,10 @@ class LiveOptions:
                                                            "metavar": "N"})
     snapshot_dir: Path = field(default=Path("."), metadata={"help": "folder for snapshots (key s)"})
     read_timeout: float = field(default=10.0, metadata={"cli": False})  # a source silent this long ends the run
+    stabilize: float | None = stabilize_option()  # the caller makes it a StabilizeOptions for run_live
+    skip_similar: float | None = field(default=None, metadata={
+        "metavar": "THRESHOLD", "help": "live sources: reuse the last output when the input's mean luma difference "
+                                        "(0..1, at 32 px) to the last translated input is below THRESHOLD, e.g. 0.01"})
 
     def check(self) -> None:
         """Refuse at once, before a model loads, what would fail later: a window with no display, or a
@@ -114,28 +121,50 @@ def next_size(size: int | None, source_hw: tuple[int, int], step: int) -> int:
     return int(min(MAX_SIZE, max(MIN_SIZE, round_to_multiple(current + step))))
 
 
+def open_live(options: LiveOptions, outputs: OutputOptions, load_backend: Callable[[], object], model: str = "",
+              log: Callable[[str], None] = print) -> tuple[Source, object, list[Sink]]:
+    """What `webcam` opens, in the order that fails fastest: the display and recording checks, the outputs (a
+    missing virtual-camera driver, a busy port), then the model and the source; returns (source, backend,
+    sinks), closing what was opened when a later step fails."""
+    from .io.sinks import close_on_error, open_sinks
+    from .io.sources import open_source
+
+    options.check()
+    sinks = open_sinks(outputs, model=model, log=log)
+    with close_on_error(sinks):
+        backend = load_backend()
+        source = open_source(options.source, realtime=options.show or bool(sinks), log=log)
+    for sink in sinks:
+        sink.started(source, backend)
+    return source, backend, sinks
+
+
 def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
              log: Callable[[str], None] = print,
              on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
-             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None) -> LiveReport:
+             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None,
+             sinks: Sequence[Sink] = ()) -> LiveReport:
     """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, Ctrl-C, SIGTERM or SIGHUP.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
     latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
-    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar).
+    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar). Every view also goes to each
+    of `sinks` (closed on return, like the source).
     """
     with stop_signals_interrupt():  # SIGTERM and SIGHUP end the session as Ctrl-C does, recording kept
-        return _run_live(source, translator, options, log, on_frame, stabilize, skip_similar)
+        return _run_live(source, translator, options, log, on_frame, stabilize, skip_similar, sinks)
 
 
-def _run_live(source, translator, options, log, on_frame, stabilize, skip_similar) -> LiveReport:
+def _run_live(source, translator, options, log, on_frame, stabilize, skip_similar, sinks) -> LiveReport:
     if options.record and options.record.exists() and not options.overwrite:
         source.close()
+        close_sinks(sinks)
         raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
     try:
         window = Window() if options.show else None
     except BaseException:
         source.close()
+        close_sinks(sinks)
         raise
     report = LiveReport(times=translator.times)
     steady = SteadyTranslator(translator, stabilize, skip_similar)
@@ -179,6 +208,11 @@ def _run_live(source, translator, options, log, on_frame, stabilize, skip_simila
             report.frames += 1
             report.latencies.append(latency)
             report.dropped = source.dropped + stage.out.dropped
+            if sinks:
+                status = LiveStatus(report.frames, fps_ema, latency, report.dropped, steady.skipped, translator.size)
+                with timed(report.times, "outputs"):
+                    for sink in sinks:
+                        sink.write(view, status)
             if window:
                 with timed(report.times, "display"):
                     shown = view
@@ -217,6 +251,7 @@ def _run_live(source, translator, options, log, on_frame, stabilize, skip_simila
         report.dropped = source.dropped + stage.out.dropped
         report.skipped = steady.skipped
         source.close()
+        close_sinks(sinks)
         if window:
             window.close()
         if recorder is not None:

@@ -32,6 +32,14 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
 
+def stabilize_option():
+    """The `--stabilize [STRENGTH]` field of the video, webcam and demo options: None is off."""
+    return field(default=None, metadata={
+        "nargs": "?", "const": 0.93, "metavar": "STRENGTH",
+        "help": "steady the output: blend it with the previous output warped along the input's optical flow, where "
+                "the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.93; off without the option]"})
+
+
 @dataclass(frozen=True)
 class StabilizeOptions:
     """How strongly and at what cost outputs are steadied (the `--stabilize [STRENGTH]` option)."""

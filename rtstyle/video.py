@@ -27,7 +27,7 @@ from .io.files import OutputAppeared, OutputExistsError
 from .io.inputs import refuse_clashing_stems
 from .io.video import OUTPUT_FORMATS, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
-from .stabilize import Blender, MotionEstimator, StabilizeOptions
+from .stabilize import Blender, MotionEstimator, StabilizeOptions, stabilize_option
 from .transforms import SIZE_HELP
 
 
@@ -42,6 +42,7 @@ class VideoOptions:
     size: str = field(default="256", metadata={"help": SIZE_HELP + " (256: the official models' training size)"})
     batch: int = field(default=1, metadata={"help": "frames per backend call (helps GPUs)"})
     overwrite: bool = field(default=False, metadata={"help": "replace outputs that already exist"})
+    stabilize: float | None = stabilize_option()
 
 
 @dataclass

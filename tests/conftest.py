@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import re
 import subprocess
 import threading
 import sys
@@ -81,6 +82,51 @@ def run_main(*argv) -> int:
 
     args = [str(a) for a in argv]
     return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
+
+
+class Started:
+    """A `python cli.py ARGS` running in the background (a server): `match` is the line it was waited for."""
+
+    def __init__(self, proc: subprocess.Popen, match: re.Match, lines: list[str]) -> None:
+        self.proc, self.match, self.lines = proc, match, lines
+
+    def stop(self, timeout: float = 20) -> str:
+        """Ctrl-C, as a user would; returns everything it printed."""
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return "".join(self.lines)
+
+
+def start_cli(*args: str, ready: str, timeout: float = 120) -> Started:
+    """`run_cli` for commands that keep running (servers): start it and wait until a line of its output
+    matches the regex `ready` (raises with the output if it exits or `timeout` passes first)."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines: list[str] = []
+    found = threading.Event()
+    match: list[re.Match] = []
+
+    def pump() -> None:  # keeps reading after the match, so the pipe never fills and blocks the server
+        for line in proc.stdout:
+            lines.append(line)
+            if not found.is_set() and (m := re.search(ready, line)):
+                match.append(m)
+                found.set()
+        found.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    if not found.wait(timeout) or not match:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"cli.py {' '.join(map(str, args))} did not print /{ready}/:\n{''.join(lines)}")
+    return Started(proc, match[0], lines)
 
 
 class StaticServer:
