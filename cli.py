@@ -41,7 +41,7 @@ from rtstyle.serve.browser import ServeOptions
 from rtstyle.stabilize import StabilizeOptions
 from rtstyle.store import OFFICIAL_DIRECTIONS, ImportOptions, describe_models, import_reference, store_dir
 from rtstyle.students import fast_model
-from rtstyle.transforms import parse_size
+from rtstyle.transforms import SIZE_HELP, parse_size
 from rtstyle.translate import TranslateOptions, translate_images
 from rtstyle.video import ConversionInterrupted, VideoOptions, convert_videos, output_paths
 from train import distill as distilling, loop as training
@@ -240,7 +240,7 @@ def run_webcam(args) -> int:
 
 
 def serve_args(p) -> None:
-    p.add_argument("--size", default="256", help="processing size the pages start with: short side N or 'native'")
+    p.add_argument("--size", default="256", help=f"{SIZE_HELP}; what the pages start with [256]")
     p.add_argument("--duration", type=float, help="stop after this many seconds [until Ctrl-C]")
 
 
