@@ -133,7 +133,7 @@ def run_benchmark(args) -> int:
     command_line = "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None
     records, document = benchmark.run_benchmark(args.model, dataclass_from_args(BenchmarkSettings, args),
                                                 lambda message: say(message, markup=False), command_line)
-    print_benchmark(args.model, records, console, with_video=args.video is not None)
+    print_benchmark(args.model, records, console)
     if args.json:
         benchmark.write_report(args.json, document)
         say(f"wrote {args.json}")

@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .bench_live import BusyCores, live_record
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
@@ -209,10 +210,13 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
-            bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None) -> list[Record]:
+            bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
+            live: str | None = None, live_seconds: float = 10.0) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
 
     With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
+    With `busy` > 0 every round is timed twice, idle and with `busy` spinning processes beside it
+    (`extra["busy"]`); with `live`, `extra["live"]` is `bench_live.live_record` on that source.
     """
     specs = [BASELINE] + [v for v in dict.fromkeys(variants) if v != BASELINE]
     count = max(batch, 5)
@@ -251,16 +255,20 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
         plain.infer(x)  # its warm-up
         timed[PLAIN] = plain
     times: dict[str, list[float]] = {s: [] for s in timed}
+    busy_times: dict[str, list[float]] = {s: [] for s in timed}  # the same rounds with `busy` cores spinning
     order = list(timed)
     for r in range(rounds):
-        for spec in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
-            for _ in range(per_round):
-                begin = time.perf_counter()
-                timed[spec].infer(x)
-                sync()
-                times[spec].append((time.perf_counter() - begin) * 1000.0)
+        for kept, busy_now in ((times, 0), (busy_times, busy))[:2 if busy else 1]:
+            with BusyCores(busy_now):
+                for spec in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+                    for _ in range(per_round):
+                        begin = time.perf_counter()
+                        timed[spec].infer(x)
+                        sync()
+                        kept[spec].append((time.perf_counter() - begin) * 1000.0)
         log(f"{size[0]}x{size[1]} batch {batch}: round {r + 1}/{rounds} " + ", ".join(
-            f"{s} {statistics.median(times[s]):.0f} ms" for s in order))
+            f"{s} {statistics.median(times[s]):.0f} ms" + (f" ({statistics.median(busy_times[s]):.0f} busy)"
+                                                            if busy else "") for s in order))
     conversions = {}
     if video is not None and e2e_frames > 0:
         import tempfile
@@ -272,6 +280,12 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
                 conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder), bare_seconds)
                 log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
                     f"{conversions[spec]['bare_fps']:.2f} fps at {conversions[spec]['processing']}")
+    lives = {}
+    for spec in backends if live else ():
+        log(f"{spec}: the live loop on {live} for {live_seconds:g} s")
+        lives[spec] = live_record(backends[spec], live, min(size), live_seconds, bare_seconds, log=log)
+        log(f"{spec}: live {lives[spec]['live_fps']:.2f} fps, bare {lives[spec]['bare_fps']:.2f} fps, latency "
+            f"p50 {lives[spec]['latency_median_ms']:.0f} / p95 {lives[spec]['latency_p95_ms']:.0f} ms")
     # MACs of the model at this size (rtstyle.macs: GAN Compression's convention), from its own metadata.
     macs = generator_macs(backends[BASELINE].info.config, *size)
     base_ms = statistics.median(times[BASELINE])
@@ -299,6 +313,9 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
             extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio, "macs": macs}
             | ({"video": conversions[spec]} if spec in conversions else {})
+            | ({"live": lives[spec]} if spec in lives else {})
+            | ({"busy": {"cores": busy, "ms_median": statistics.median(busy_times[spec]),
+                         "busy_vs_idle": statistics.median(busy_times[spec]) / med}} if busy else {})
             | (_plain_check(times, base_ms) if spec == BASELINE and PLAIN in times else {})))
     return records
 
@@ -372,6 +389,12 @@ class BenchmarkSettings:
     warmup: int = field(default=2, metadata={"help": "untimed calls per variant first"})
     threads: int | None = field(default=None, metadata={
         "help": "torch intra-op threads (OpenVINO and ONNX Runtime use all cores)"})
+    busy: int = field(default=0, metadata={
+        "help": "also time every round with this many processes keeping a core busy each (busy/idle ratio)"})
+    live: str | None = field(default=None, metadata={
+        "metavar": "SOURCE", "help": "also run the live loop on this source (camera, stream or file; a file plays "
+                                     "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
+    live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
 
     def variants(self) -> list[str]:
         found = available_variants() if self.backends == "all" else [v.strip() for v in self.backends.split(",")]
@@ -381,8 +404,9 @@ class BenchmarkSettings:
 
     def check(self) -> tuple[list[tuple[int, int]], list[int]]:
         """(sizes, batches), or a UserError saying which setting is wrong."""
-        if min(self.rounds, self.per_round) < 1 or self.warmup < 0:
-            raise UserError("--rounds and --per-round must be at least 1, --warmup at least 0")
+        if min(self.rounds, self.per_round) < 1 or min(self.warmup, self.busy) < 0 or self.live_seconds <= 0:
+            raise UserError("--rounds and --per-round must be at least 1, --warmup and --busy at least 0, "
+                            "--live-seconds above 0")
         sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
         try:
             batches = [int(b) for b in self.batch.split(",")]
@@ -408,12 +432,13 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
         for batch in batches:
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
-                               e2e_frames=settings.video_frames if settings.video else 0, log=log)
+                               e2e_frames=settings.video_frames if settings.video else 0, log=log,
+                               busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
-                             "baseline": BASELINE},
+                             "busy": settings.busy, "live": settings.live, "baseline": BASELINE},
                 "records": as_dicts(records)}
     return records, document
 

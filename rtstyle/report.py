@@ -25,12 +25,15 @@ def print_table(title: str, columns: dict[str, str]) -> None:
     Console().print(table)
 
 
-def print_benchmark(model: str, records: list, console: Console, with_video: bool) -> None:
+def print_benchmark(model: str, records: list, console: Console) -> None:
     """The benchmark's table (stdout, wide when piped) and its per-variant notes (console)."""
     table = Table(title=f"{model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
-    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if with_video else ()
+    has = {key: any(key in r.extra for r in records if not r.error) for key in ("video", "live", "busy")}
+    video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if has["video"] else ()
+    live_columns = ("live fps", "live/bare", "latency p50/p95 ms", "dropped") if has["live"] else ()
+    busy_columns = ("busy ms", "busy/idle") if has["busy"] else ()
     for name in ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
-                 "PSNR dB (worst)", "+MiB", "setup s") + video_columns:
+                 "PSNR dB (worst)", "+MiB", "setup s") + video_columns + live_columns + busy_columns:
         table.add_column(name, justify="left" if name == "variant" else "right")
     for r in records:
         size = f"{r.size[0]}x{r.size[1]}"
@@ -38,13 +41,17 @@ def print_benchmark(model: str, records: list, console: Console, with_video: boo
             table.add_row(r.variant, size, "", str(r.batch), f"[red]{r.error[:60]}[/]")
             continue
         low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
-        e2e = r.extra.get("video")
+        e2e, live, busy = (r.extra.get(key) for key in ("video", "live", "busy"))
         table.add_row(r.variant, size, f"{r.extra['macs'] / 1e9:.3g}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
                       *((e2e["processing"], f"{e2e['e2e_fps']:.2f}", f"{e2e['bare_fps']:.2f}",
-                         f"{e2e['e2e_vs_bare']:.2f}") if e2e else ()))
+                         f"{e2e['e2e_vs_bare']:.2f}") if e2e else ()),
+                      *((f"{live['live_fps']:.2f}", f"{live['live_vs_bare']:.2f}",
+                         f"{live['latency_median_ms']:.0f}/{live['latency_p95_ms']:.0f}", str(live["dropped"]))
+                        if live else ()),
+                      *((f"{busy['ms_median']:.1f}", f"{busy['busy_vs_idle']:.2f}") if busy else ()))
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)

@@ -152,3 +152,30 @@ def test_gpu_check_dry_run_exercises_every_section_on_the_cpu(tmp_path, monkeypa
     assert all(r["max_abs"] == 0.0 and r["fps"] > 0 for r in fp32)  # CPU fp32 against itself: identical
     assert report["onnxruntime"]["providers"][0] == "CPUExecutionProvider"
     assert report["onnxruntime"]["max_abs"] < 1e-4
+
+
+def test_busy_cores_spin_only_inside_the_block():
+    from rtstyle.bench_live import BusyCores
+
+    with BusyCores(2) as busy:
+        procs = list(busy.procs)
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)  # spinning
+    assert all(p.poll() is not None for p in procs)  # and gone afterwards
+    with BusyCores(0) as idle:
+        assert idle.procs == []
+
+
+def test_measure_with_a_busy_core_and_the_live_loop(tiny_model_path, tmp_path):
+    """--busy times each round idle and busy; --live runs the live loop on a real clip next to the bare fps."""
+    from media_helpers import make_clip
+
+    clip = make_clip(tmp_path / "live.mp4", frames=12)
+    records = measure(str(tiny_model_path), ["torch:fp32"], (32, 32), 1, device="cpu", warmup=0, rounds=2,
+                      per_round=1, busy=1, live=str(clip), live_seconds=30.0, bare_seconds=0.1)
+    busy, live = records[0].extra["busy"], records[0].extra["live"]
+    assert busy["cores"] == 1 and busy["ms_median"] > 0 and busy["busy_vs_idle"] > 0
+    assert records[0].timed_calls == 2  # the idle rounds only: the busy ones are reported apart
+    assert live["frames"] == 12 and live["ended"] == "source ended"  # a file: every frame, as fast as it goes
+    assert 0 < live["latency_median_ms"] <= live["latency_p95_ms"]
+    assert live["live_fps"] > 0 and live["bare_fps"] > 0
+    assert live["live_vs_bare"] == pytest.approx(live["live_fps"] / live["bare_fps"])

@@ -1,0 +1,84 @@
+"""Two measurements beside the backend timings of `benchmark`: the live loop, and a busy core.
+
+`live_record` runs the live loop (`live.run_live`, headless) on a source for a while and reports what a
+user of `webcam` gets: fps, capture-to-display latency (median and p95), frames dropped by the newest-frame
+hand-offs and frames skipped as similar, next to the bare backend fps at the same processing shape measured
+in the same run, so `live / bare` says what capture, hand-offs and composing cost (issue 13's goal: >= 0.9).
+A video file plays as fast as the loop takes it (every frame: the loop's throughput); with `realtime` it
+plays at its own rate, as a camera would.
+
+`BusyCores` keeps N processes spinning beside the timed one (issue 13: on a 2-core machine PyTorch with two
+OpenMP threads was seen running ~10x slower while another process kept one core busy). `benchmark --busy N`
+times alternate rounds with and without them, so each variant's busy/idle ratio comes from the same run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from .backends import Backend
+from .io.sources import Captured, open_source
+from .live import LiveOptions, run_live
+from .pipeline import FrameTranslator
+from .transforms import preprocess
+
+SPIN = "while True:\n    pass\n"  # one core kept busy, as a compile or a browser tab would
+
+
+class BusyCores:
+    """A context manager: `count` child processes that each keep a core busy until the block ends."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.procs = count, []
+
+    def __enter__(self) -> BusyCores:
+        self.procs = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(self.count)]
+        time.sleep(0.05 * self.count)  # let them start spinning before the timed calls
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.wait()
+        self.procs = []
+
+
+def bare_fps(backend: Backend, frame: np.ndarray, size: int | None, seconds: float) -> float:
+    """`backend.infer` on one preprocessed frame for at least `seconds` (and 3 calls): frames per second."""
+    x, _ = preprocess(frame[None], size)
+    backend.infer(x)  # this shape's first call may compile
+    start, calls = time.perf_counter(), 0
+    while calls < 3 or time.perf_counter() - start < seconds:
+        backend.infer(x)
+        calls += 1
+    return calls / (time.perf_counter() - start)
+
+
+def live_record(backend: Backend, source: str, size: int | None, seconds: float = 10.0,
+                bare_seconds: float = 5.0, realtime: bool = False, skip_similar: float | None = None,
+                stabilize=None, log=lambda message: None) -> dict:
+    """The live loop on `source` for `seconds` (or until it ends), then the bare fps at its processing shape."""
+    first: list[np.ndarray] = []
+
+    def on_frame(item: Captured, translated: np.ndarray, latency: float) -> None:
+        if not first:
+            first.append(item.rgb)
+
+    report = run_live(open_source(source, realtime=realtime, log=log), FrameTranslator(backend, size),
+                      LiveOptions(size=size, show=False, duration=seconds), log=log, on_frame=on_frame,
+                      stabilize=stabilize, skip_similar=skip_similar)
+    if not first:
+        raise RuntimeError(f"--live {source}: no frame arrived ({report.ended})")
+    bare = bare_fps(backend, first[0], size, bare_seconds)
+    latencies_ms = 1000 * np.asarray(report.latencies)
+    return {"source": source, "realtime": realtime, "frames": report.frames, "seconds": report.seconds,
+            "live_fps": report.fps, "bare_fps": bare, "live_vs_bare": report.fps / bare if bare else float("nan"),
+            "latency_median_ms": float(np.median(latencies_ms)), "latency_p95_ms": float(np.percentile(latencies_ms, 95)),
+            "translate_ms": 1000.0 / bare, "dropped": report.dropped, "skipped": report.skipped,
+            "processing": "x".join(map(str, first[0].shape[:2])) + (f" -> short side {size}" if size else ""),
+            "ended": report.ended}
