@@ -78,7 +78,8 @@ def add_translate(sub) -> None:
                        description="Translate images; writes OUT/<stem>.png at each input's own size.")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("--model", required=True, help=MODEL_HELP)
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder (or, for one input, an image file such as result.png)")
     p.add_argument("--size", default="native",
                    help="'native' (pad to a multiple of 4, crop back) or N (resize short side to N) [native]")
     add_backend_args(p)
@@ -88,10 +89,11 @@ def add_translate(sub) -> None:
 def run_translate(args) -> int:
     from rtstyle.io.inputs import IMAGE_SUFFIXES, expand_inputs
     from rtstyle.transforms import parse_size
-    from rtstyle.translate import translate_images
+    from rtstyle.translate import output_paths, translate_images
 
     size = parse_size(args.size)
-    inputs = expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    inputs = expand_inputs(args.inputs, IMAGE_SUFFIXES, out=args.out)
+    output_paths(inputs, args.out)  # a bad --out is refused before the model loads
     backend = backend_from_args(args)
     console.print(f"[bold]{len(inputs)}[/] image(s) with {args.model} "
                   f"({backend.info.direction or 'direction unknown'}) via {backend.describe()}")
@@ -428,7 +430,7 @@ def run_video(args) -> int:
 
     size = parse_size(args.size)
     stabilize = stabilize_from_args(args)
-    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
+    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES, out=args.out)
     backend = backend_from_args(args)
     model_name = backend.info.name or Path(args.model).stem
     pairs = list(zip(inputs, output_paths(inputs, args.out, model_name)))

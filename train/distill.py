@@ -29,7 +29,7 @@ from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig
 from rtstyle.store import resolve_model, store_dir
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.io.files import atomic_write
+from rtstyle.io.files import atomic_write, writing
 from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
 
 from .checkpoint import CheckpointError, Position, capture_rng, restore_rng
@@ -276,7 +276,8 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
             raise CheckpointError(f"{files.last} does not match this run's networks ({e}); it is left untouched") from e
     log, fidelity_log = LossLog(files.losses, LOSS_KEYS), LossLog(files.fidelity, FIDELITY_KEYS)
     if dist.rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
+        with writing(files.root):  # a read-only or unwritable --out: one line, not a traceback
+            files.root.mkdir(parents=True, exist_ok=True)
         config.save_json(files.config)
         log.start(position.step if resume else None)
         fidelity_log.start(position.step if resume else None)

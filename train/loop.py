@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 
 from rtstyle.backends import resolve_device
+from rtstyle.io.files import writing
 
 from .checkpoint import (CheckpointError, Position, RunFiles, capture_rng, export_generators, load_checkpoint,
                          restore, save_checkpoint)
@@ -220,7 +221,8 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     position = restore(payload, trainer, dist.rank, files.last) if payload else start
     log = LossLog(files.losses)
     if dist.rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
+        with writing(files.root):  # a read-only or unwritable --out: one line, not a traceback
+            files.root.mkdir(parents=True, exist_ok=True)
         config.save_json(files.config)
         log.start(position.step if resume else None)
     spe = steps_per_epoch(len(dataset), config.batch_size, dist.world)

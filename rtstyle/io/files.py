@@ -3,16 +3,77 @@
 Weights, checkpoints, exported artifacts, images, videos' side files, JSON reports and caches are all
 written to a temporary name in the target's folder, fsynced, then renamed over the target (POSIX rename is
 atomic), so a `kill -9` or a full disk leaves either the previous file or the new one, never a torn one.
+What the machine refuses (no permission, a read-only file system, a full disk, a file where a folder
+should be) becomes a `WriteError`, a one-line message naming the file and what to do (`writes_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import os
 import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UserError
 
+
+class WriteError(UserError):
+    """An output the machine would not let us write (permission, read-only file system, full disk)."""
+
+    def __init__(self, message: str, errno_: int) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+# errno -> (what happened, what to do). Anything else an OSError says is left as it is (a bug, or unforeseen).
+_REFUSALS = {
+    errno.EACCES: ("no permission to write there", "choose another --out or change the folder's permissions"),
+    errno.EPERM: ("the operation is not permitted there", "choose another --out"),
+    errno.EROFS: ("it is on a read-only file system", "choose another --out on a writable disk"),
+    errno.ENOSPC: ("the disk is full", "free some space or choose another --out on another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose another --out"),
+    errno.EEXIST: ("a file is in the way of a folder", "remove it, or choose another --out"),
+    errno.ENOTDIR: ("a file is in the way of a folder", "remove it, or choose another --out"),
+}
+
+
+def write_error(path: Path, e: OSError) -> WriteError | None:
+    """The WriteError for an OSError met while writing `path`, or None when it is not the machine refusing."""
+    if e.errno not in _REFUSALS:
+        return None
+    what, todo = _REFUSALS[e.errno]
+    where = e.filename if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename else path
+    return WriteError(f"cannot write {path}: {what} ({where}: {os.strerror(e.errno)}); {todo}", e.errno)
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Within: OSErrors the machine raises while writing `path` become `WriteError`s naming it."""
+    try:
+        yield
+    except OSError as e:
+        error = write_error(Path(path), e)
+        if error is None:
+            raise
+        raise error from e
+
+
+def writes_to(path_arg: int):
+    """Decorator: `writing(args[path_arg])` around the call, so the user reads the path they gave (the
+    temporary file's name would mean nothing to them)."""
+    def wrap(func):
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            with writing(args[path_arg]):
+                return func(*args, **kwargs)
+        return call
+    return wrap
+
+
+@writes_to(0)
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     """Call write(tmp_path), fsync it, then rename over `path`: a reader never sees a half-written file."""
     path = Path(path)
