@@ -348,11 +348,12 @@ def add_train(sub) -> None:
 def run_train(args) -> int:
     from dataclasses import fields
 
+    from rtstyle.config import given_options
     from train.config import TrainConfig
     from train.loop import resolve_config, train
 
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    config = resolve_config(options, resume=args.resume)
+    config = resolve_config(options, resume=args.resume, given=given_options(args))
     result = train(config, resume=args.resume, console=console)
     return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
 
@@ -377,11 +378,12 @@ def add_distill(sub) -> None:
 def run_distill(args) -> int:
     from dataclasses import fields
 
+    from rtstyle.config import given_options
     from train.distill import distill, resolve_config
     from train.distill_config import DistillConfig
 
     options = {f.name: getattr(args, f.name) for f in fields(DistillConfig) if hasattr(args, f.name)}
-    config = resolve_config(options, resume=args.resume)
+    config = resolve_config(options, resume=args.resume, given=given_options(args))
     result = distill(config, resume=args.resume, console=console)
     return {"SIGINT": 130, "SIGTERM": 143}.get(result.stopped_by or "", 0)
 

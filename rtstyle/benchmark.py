@@ -33,6 +33,8 @@ import torch
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
+from .devices import HELP as DEVICE_HELP
+from .devices import parse_device
 from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
@@ -357,7 +359,7 @@ class BenchmarkSettings:
         "help": "'all' (every backend and precision installed here) or a comma list of variants"})
     sizes: str = field(default="256", metadata={"help": "comma list of N or HxW input sizes"})
     batch: str = field(default="1", metadata={"help": "comma list of batch sizes"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     video: Path | None = field(default=None, metadata={
         "help": "also convert this video end to end with each variant (decode + translate + encode, short side "
                 "min(size)) next to the bare backend fps there; its frames become the accuracy frames"})
@@ -367,6 +369,9 @@ class BenchmarkSettings:
     warmup: int = field(default=2, metadata={"help": "untimed calls per variant first"})
     threads: int | None = field(default=None, metadata={
         "help": "torch intra-op threads (OpenVINO and ONNX Runtime use all cores)"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))
 
     def variants(self) -> list[str]:
         found = available_variants() if self.backends == "all" else [v.strip() for v in self.backends.split(",")]

@@ -112,8 +112,9 @@ def student_config(config: DistillConfig, teacher: Teacher) -> GeneratorConfig:
     return student
 
 
-def resolve_config(options: dict, resume: bool) -> DistillConfig:
-    """A new run's config from `options`, or with `resume` the saved one with the RESUMABLE changes."""
+def resolve_config(options: dict, resume: bool, given: set[str] | None = None) -> DistillConfig:
+    """A new run's config from `options`, or with `resume` the saved one with the RESUMABLE changes: the options
+    in `given` (typed on the command line) or, without it, those that differ from the defaults."""
     if not resume:
         return DistillConfig(**options)
     defaults = DistillConfig()
@@ -122,8 +123,11 @@ def resolve_config(options: dict, resume: bool) -> DistillConfig:
     files = DistillFiles(Path(options.get("out", defaults.out)) / options["name"])
     if not files.config.exists():
         raise CheckpointError(f"nothing to resume: {files.config} does not exist (is --name/--out right?)")
-    changes = {f.name: options[f.name] for f in fields(DistillConfig)
-               if f.name in options and options[f.name] != getattr(defaults, f.name)}
+    if given is not None:  # from the command line: what the user typed is compared, default value or not
+        changes = {name: options[name] for name in given if name in options}
+    else:
+        changes = {f.name: options[f.name] for f in fields(DistillConfig)
+                   if f.name in options and options[f.name] != getattr(defaults, f.name)}
     return DistillConfig.load_json(files.config).resumed_with(changes)
 
 

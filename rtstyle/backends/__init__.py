@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from ..devices import HELP as DEVICE_HELP
+from ..devices import parse_device
 from ..errors import BackendUnavailable, UserError
 from ..formats import open_model
 from .base import Backend
@@ -34,7 +36,7 @@ class BackendOptions:
     """How to run a generator; shared by translate, video, webcam and benchmark."""
 
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     precision: str = field(default="auto", metadata={
         "help": "numeric precision (int8: OpenVINO on the CPU, quantised and accuracy-checked per input size)",
         "choices": PRECISIONS})
@@ -42,6 +44,9 @@ class BackendOptions:
                                                            "(slow first frame per size, faster after)"})
     cudnn_benchmark: bool = field(default=False, metadata={"help": "torch backend on CUDA: let cuDNN time its "
                                                                    "convolution algorithms per input size"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))  # frozen: the checked spelling
 
 
 def _stderr(message: str) -> None:
@@ -79,6 +84,7 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; explicit CUDA without a GPU is an error."""
+    device = parse_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
