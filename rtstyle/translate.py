@@ -18,6 +18,7 @@ from .errors import UserError
 from .io.files import WriteError
 from .io.images import ImageReadError, read_image, write_image
 from .io.inputs import IMAGE_SUFFIXES, refuse_clashing_stems, refuse_overwriting_inputs
+from .tiling import guarded_infer
 from .transforms import postprocess, preprocess
 
 # Write failures after which the next file may still fit (a smaller image, space freed meanwhile).
@@ -65,7 +66,7 @@ def translate_images(inputs: list[Path], backend: Backend, out: Path, size: int 
         else:
             try:
                 x, plan = preprocess(read_image(src), size)
-                write_image(dst, postprocess(backend.infer(x), plan)[0])
+                write_image(dst, postprocess(guarded_infer(backend, x), plan)[0])  # tiled when too large
             except ImageReadError as e:
                 error = e.reason
             except WriteError as e:

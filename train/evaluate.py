@@ -17,6 +17,7 @@ import numpy as np
 from rtstyle.backends import Backend
 from rtstyle.io.images import read_image
 from rtstyle.io.inputs import IMAGE_SUFFIXES, files_in
+from rtstyle.tiling import guarded_infer
 from rtstyle.transforms import postprocess, preprocess
 
 
@@ -55,7 +56,7 @@ def _images(folder: Path) -> list[Path]:
 
 def translate_one(backend: Backend, rgb: np.ndarray, size: int | None = None) -> np.ndarray:
     x, plan = preprocess(rgb, size)
-    return postprocess(backend.infer(x), plan)[0]
+    return postprocess(guarded_infer(backend, x), plan)[0]
 
 
 def has_paired_ground_truth(dataroot: Path) -> bool:

@@ -21,6 +21,7 @@ from ..devices import HELP as DEVICE_HELP
 from ..devices import parse_device
 from ..errors import BackendUnavailable, UserError
 from ..formats import open_model
+from ..tiling import parse_memory
 from .base import Backend
 from .registry import REGISTRY
 from .select import Choice, choose_backend, probe
@@ -45,8 +46,13 @@ class BackendOptions:
     cudnn_benchmark: bool = field(default=False, metadata={"help": "torch backend on CUDA: let cuDNN time its "
                                                                    "convolution algorithms per input size"})
 
+    max_memory: str = field(default="auto", metadata={
+        "help": "memory one translation may use: auto (3/4 of what is free on the device), or a size like 6G; "
+                "a larger image is translated exactly in tiles (slower), or refused with the --size that fits"})
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", parse_device(self.device))  # frozen: the checked spelling
+        parse_memory(self.max_memory)  # a misspelt size is an error before anything loads
 
 
 def _stderr(message: str) -> None:
@@ -75,6 +81,8 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     backend = REGISTRY[choice.backend].create()(ref, choice, options, log)
     backend.ref = ref  # what --model resolved to (path, kind, metadata, sha256)
     backend.choice = choice
+    backend.max_memory = parse_memory(options.max_memory)  # read by rtstyle.tiling.guarded_infer
+    backend.log = log
     if options.backend == "auto" and choice.device == "cpu" and ref.kind == "weights":
         from ..students import speed_hint  # a full-size model below 5 fps: say that a student would be faster
 
