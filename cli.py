@@ -140,12 +140,14 @@ def add_download(sub) -> None:
                                    "RTSTYLE_MODEL_URL may point at a mirror.")
     p.add_argument("name", choices=list(OFFICIAL_DIRECTIONS), metavar="NAME", help="official model name")
     p.add_argument("--overwrite", action="store_true", help="download again even if stored")
+    p.add_argument("--sha256", help="the file's expected sha256: a different download is refused, nothing stored")
 
 
 def run_download(args) -> int:
     from rtstyle.download import download_official_model
 
-    path = download_official_model(args.name, overwrite=args.overwrite)
+    path = download_official_model(args.name, overwrite=args.overwrite, sha256=args.sha256,
+                                   log=lambda message: console.print(message, markup=False))
     console.print(f"stored {args.name} -> {path}")
     return 0
 
