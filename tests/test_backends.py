@@ -302,6 +302,10 @@ def test_device_values_are_read_by_one_parser_everywhere(tiny_model_path, tmp_pa
         with pytest.raises(ValueError, match="'gpu' is not a device.*use cuda"):
             make("gpu")
     assert BackendOptions(device="CPU").device == "cpu"
+    two_gpus = Environment(cuda=True, gpu_name="test GPU", gpu_count=2)  # a GPU index beyond those present
+    assert choose_backend("weights", "torch", "cuda:1", "auto", two_gpus).device == "cuda:1"
+    with pytest.raises(BackendUnavailable, match="2 CUDA GPU\\(s\\), cuda:0 to cuda:1"):
+        choose_backend("weights", "torch", "cuda:2", "auto", two_gpus)
     with pytest.raises(UserError, match="'banana' is not a device"):
         resolve_device("banana")
     (tmp_path / "a.png").write_bytes(b"")  # never read: the device is refused first

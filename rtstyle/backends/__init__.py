@@ -97,6 +97,10 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"--device {device} asked for, but no CUDA GPU is usable here; use --device cpu")
+    if device.startswith("cuda"):
+        from .select import check_gpu_index
+
+        check_gpu_index(device, torch.cuda.device_count())
     return device
 
 
