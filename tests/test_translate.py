@@ -116,7 +116,7 @@ def test_read_only_output_folder_is_one_line_naming_the_file(tmp_path, tiny_mode
     out = tmpfs("ro", "ro,size=64k")
     assert run_main("translate", tmp_path / "a.png", "--model", tiny_model_path, "--out", out / "sub") == 2
     err = capsys.readouterr().err
-    assert f"cannot write {out / 'sub' / 'a.png'}" in err and "read-only file system" in err and "--out" in err
+    assert f"cannot write {out / 'sub' / 'a.png'}: it is on a read-only file system; choose an output folder" in err
     assert "Traceback" not in err and len([line for line in err.splitlines() if "error" in line]) == 1
 
 
@@ -176,3 +176,24 @@ def test_skipped_file_is_named_once(tmp_path, tiny_model_path, capsys):
     assert run_main("translate", tmp_path / "broken.png", "--model", tiny_model_path, "--out", tmp_path / "o") == 1
     line = next(line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped "))
     assert line.count("broken.png") == 1 and "not a readable image" in line
+
+
+def test_other_writers_on_a_read_only_disk_are_one_line_too(tmp_path, tiny_model_path, tmpfs, capsys):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    _write(frames / "f0.png", np.zeros((24, 32, 3), np.uint8))
+    ro = tmpfs("ro", "ro,size=64k")
+    blocker = tmp_path / "afile"
+    blocker.write_bytes(b"x")
+    commands = {"demo": ("demo", "--out", ro / "demo", "--no-show"),
+                "webcam": ("webcam", "--model", tiny_model_path, "--source", frames, "--no-show",
+                           "--record", ro / "rec.mp4")}
+    for name, argv in commands.items():
+        capsys.readouterr()
+        assert run_main(*argv) == 2, name
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "read-only file system" in err and "Traceback" not in err, (name, err)
+    r = run_cli("export", "--model", tiny_model_path, "--format", "onnx", "--out", ro / "m.onnx")  # no --backend
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert run_main("translate", frames / "f0.png", "--model", tiny_model_path, "--out", blocker / "sub") == 2
+    assert f"{blocker} is a file" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import torch
 
 from ..cpu import cpu_features
 from ..errors import BackendUnavailable
+from ..io.files import writes_to
 from ..models import ResnetGenerator
 from .metadata import (INPUT_NAME, OUTPUT_NAME, PREFIX, ArtifactError, ArtifactMeta, artifact_kind, cached_conversion,
                        library_versions)
@@ -174,6 +175,7 @@ def read_openvino_meta(model, where: str = "OpenVINO model") -> ArtifactMeta:
     return ArtifactMeta.from_strings(strings, where)
 
 
+@writes_to(1)
 def save_openvino(model, xml_path: Path) -> Path:
     """Write an IR (.xml + .bin) so that a reader never sees half of it: both go to a temporary folder first.
 

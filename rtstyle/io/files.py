@@ -30,13 +30,13 @@ class WriteError(UserError):
 
 # errno -> (what happened, what to do). Anything else an OSError says is left as it is (a bug, or unforeseen).
 _REFUSALS = {
-    errno.EACCES: ("no permission to write there", "choose another --out or change the folder's permissions"),
-    errno.EPERM: ("the operation is not permitted there", "choose another --out"),
-    errno.EROFS: ("it is on a read-only file system", "choose another --out on a writable disk"),
-    errno.ENOSPC: ("the disk is full", "free some space or choose another --out on another disk"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose another --out"),
-    errno.EEXIST: ("a file is in the way of a folder", "remove it, or choose another --out"),
-    errno.ENOTDIR: ("a file is in the way of a folder", "remove it, or choose another --out"),
+    errno.EACCES: ("no permission to write there", "choose another output folder or change its permissions"),
+    errno.EPERM: ("the operation is not permitted there", "choose another output folder"),
+    errno.EROFS: ("it is on a read-only file system", "choose an output folder on a writable disk"),
+    errno.ENOSPC: ("the disk is full", "free some space or choose an output folder on another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose another output folder"),
+    errno.EEXIST: ("a file is in the way of a folder", "remove it or choose another output folder"),
+    errno.ENOTDIR: ("a file is in the way of a folder", "remove it or choose another output folder"),
 }
 
 
@@ -45,8 +45,12 @@ def write_error(path: Path, e: OSError) -> WriteError | None:
     if e.errno not in _REFUSALS:
         return None
     what, todo = _REFUSALS[e.errno]
-    where = e.filename if e.errno in (errno.EEXIST, errno.ENOTDIR) and e.filename else path
-    return WriteError(f"cannot write {path}: {what} ({where}: {os.strerror(e.errno)}); {todo}", e.errno)
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocking is None:
+            return None  # not a file standing where a folder should be: not ours to explain
+        what = f"{what}: {blocking} is a file"
+    return WriteError(f"cannot write {path}: {what}; {todo}", e.errno)
 
 
 @contextlib.contextmanager
