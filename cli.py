@@ -24,7 +24,7 @@ from engines.options import ExportOptions
 from rtstyle import __version__, benchmark, demo
 from rtstyle.backends import BackendOptions, create_backend
 from rtstyle.benchmark import BenchmarkSettings
-from rtstyle.config import Command, dataclass_from_args
+from rtstyle.config import Command, dataclass_from_args, given_options
 from rtstyle.demo import DemoOptions
 from rtstyle.download import download_official_model
 from rtstyle.errors import UserError
@@ -43,6 +43,7 @@ from rtstyle.store import OFFICIAL_DIRECTIONS, ImportOptions, describe_models, i
 from rtstyle.students import fast_model
 from rtstyle.transforms import SIZE_HELP, parse_size
 from rtstyle.translate import TranslateOptions, translate_images
+from rtstyle.translate import output_paths as translate_paths
 from rtstyle.video import ConversionInterrupted, VideoOptions, convert_videos, output_paths
 from train import distill as distilling, loop as training
 from train.config import TrainConfig
@@ -76,7 +77,8 @@ def running(args, backend, what: str, details: str = "") -> None:
 
 # --- images, models and artifacts ------------------------------------------------------------------------
 def run_translate(args) -> int:
-    size, inputs = parse_size(args.size), expand_inputs(args.inputs, IMAGE_SUFFIXES)
+    size, inputs = parse_size(args.size), expand_inputs(args.inputs, IMAGE_SUFFIXES, out=args.out)
+    translate_paths(inputs, args.out)  # a bad --out is refused before the model loads
     backend = backend_from_args(args)
     running(args, backend, f"[bold]{len(inputs)}[/] image(s)")
     report = translate_images(inputs, backend, args.out, size=size, overwrite=args.overwrite,
@@ -96,10 +98,13 @@ def run_import_weights(args) -> int:
 def download_args(p) -> None:
     p.add_argument("name", choices=list(OFFICIAL_DIRECTIONS), metavar="NAME", help="official model name")
     p.add_argument("--overwrite", action="store_true", help="download again even if stored")
+    p.add_argument("--sha256", help="the file's expected sha256: a different download is refused, nothing stored")
 
 
 def run_download(args) -> int:
-    say(f"stored {args.name} -> {download_official_model(args.name, overwrite=args.overwrite)}")
+    path = download_official_model(args.name, overwrite=args.overwrite, sha256=args.sha256,
+                                   log=lambda message: say(message, markup=False))
+    say(f"stored {args.name} -> {path}")
     return 0
 
 
@@ -156,12 +161,13 @@ def stop_code(result) -> int:
 
 
 def run_train(args) -> int:
-    config = training.resolve_config(option_values(TrainConfig, args), resume=args.resume)
+    config = training.resolve_config(option_values(TrainConfig, args), resume=args.resume, given=given_options(args))
     return stop_code(training.train(config, resume=args.resume, console=console))
 
 
 def run_distill(args) -> int:
-    config = distilling.resolve_config(option_values(DistillConfig, args), resume=args.resume)
+    config = distilling.resolve_config(option_values(DistillConfig, args), resume=args.resume,
+                                       given=given_options(args))
     return stop_code(distilling.distill(config, resume=args.resume, console=console))
 
 
@@ -207,7 +213,7 @@ def run_evaluate(args) -> int:
 # --- video and live ---------------------------------------------------------------------------------------
 def run_video(args) -> int:
     size, stabilize = parse_size(args.size), stabilize_from_args(args)
-    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES)
+    inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES, out=args.out)
     backend = backend_from_args(args)
     pairs = list(zip(inputs, output_paths(inputs, args.out, backend.info.name or Path(args.model).stem)))
     running(args, backend, f"[bold]{len(inputs)}[/] video(s)", f"size {size or 'native'}, batch {args.batch}"

@@ -34,6 +34,8 @@ from .bench_live import BusyCores, live_record
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
+from .devices import HELP as DEVICE_HELP
+from .devices import parse_device
 from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
@@ -379,7 +381,7 @@ class BenchmarkSettings:
         "help": "'all' (every backend and precision installed here) or a comma list of variants"})
     sizes: str = field(default="256", metadata={"help": "comma list of N or HxW input sizes"})
     batch: str = field(default="1", metadata={"help": "comma list of batch sizes"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     video: Path | None = field(default=None, metadata={
         "help": "also convert this video end to end with each variant (decode + translate + encode, short side "
                 "min(size)) next to the bare backend fps there; its frames become the accuracy frames"})
@@ -395,6 +397,9 @@ class BenchmarkSettings:
         "metavar": "SOURCE", "help": "also run the live loop on this source (camera, stream or file; a file plays "
                                      "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
     live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))
 
     def variants(self) -> list[str]:
         found = available_variants() if self.backends == "all" else [v.strip() for v in self.backends.split(",")]

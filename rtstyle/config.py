@@ -3,7 +3,9 @@
 A field's help is its `metadata["help"]`; `choices` may be given too. `add_dataclass_args` maps a dataclass
 onto an argparse parser (field `lambda_a` -> `--lambda-a`, bools off by default -> `--flag`, on by default ->
 `--flag/--no-flag`) and `dataclass_from_args` builds the dataclass back, so the CLI and Python callers share
-one definition. `Command` is one subcommand of cli.py built that way.
+one definition. `Command` is one subcommand of cli.py built that way. `given_options(args)` names the fields
+the user typed, whatever their value: `train --resume --ngf 64` must be compared with the saved run even
+though 64 is the default.
 """
 
 from __future__ import annotations
@@ -13,6 +15,38 @@ import dataclasses
 import inspect
 import typing
 from typing import Callable
+
+
+GIVEN = "_given_options"  # the namespace attribute the actions below record into
+
+
+class _Given(argparse.Action):
+    """Mixin: record the destination in `namespace._given_options` when the option is on the command line.
+
+    argparse keeps no such record (a value equal to the default looks untyped); subparsers copy every
+    attribute of their namespace into the parent's, this set included."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = set(getattr(namespace, GIVEN, ()))
+        setattr(namespace, GIVEN, given | {self.dest})
+        super().__call__(parser, namespace, values, option_string)
+
+
+class _GivenStore(_Given, argparse._StoreAction):
+    pass
+
+
+class _GivenBool(_Given, argparse.BooleanOptionalAction):
+    pass
+
+
+class _GivenStoreTrue(_Given, argparse._StoreTrueAction):
+    pass
+
+
+def given_options(args: argparse.Namespace) -> set[str]:
+    """The dataclass fields given on the command line (by `add_dataclass_args` options), default or not."""
+    return set(getattr(args, GIVEN, ()))
 
 
 def option_name(field_name: str) -> str:
@@ -39,12 +73,12 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, skip: tuple[s
         names = [option_name(f.name), *meta.get("flags", ())]
         if _base_type(kind) is bool:
             plain = default is False and not meta.get("negatable")
-            action = "store_true" if plain else argparse.BooleanOptionalAction
+            action = _GivenStoreTrue if plain else _GivenBool
             parser.add_argument(*names, dest=f.name, action=action, default=default, help=help_text)
             continue
         shown = f" [{default}]" if default not in (None, "", [], ()) and not meta.get("required") else ""
         extra = {"const": meta["const"]} if "const" in meta else {}
-        parser.add_argument(*names, dest=f.name, type=_parser_of(meta, kind), default=default,
+        parser.add_argument(*names, dest=f.name, action=_GivenStore, type=_parser_of(meta, kind), default=default,
                             choices=meta.get("choices"), metavar=meta.get("metavar"), nargs=meta.get("nargs"),
                             required=meta.get("required", False), help=f"{help_text}{shown}", **extra)
 

@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .backends import Backend
+from .io.files import writing
 from .io.images import write_image
 from .io.video import read_frames
 from .pipeline import FrameTranslator
@@ -93,7 +94,8 @@ def side_by_side(original: np.ndarray, translated: np.ndarray) -> np.ndarray:
 def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool = True,
              log: Callable[[str], None] = print, stabilize: StabilizeOptions | None = None) -> DemoReport:
     """Translate the bundled clip into `out_dir` (its own files are replaced on each run) and show it."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):  # a read-only or unwritable --out: one line, not a traceback
+        out_dir.mkdir(parents=True, exist_ok=True)
     translator = FrameTranslator(backend, size)
     original = middle_frame(DEMO_CLIP)
     if hasattr(backend, "prepare"):  # OpenVINO int8 from weights: the 4 s clip is over before a background build
@@ -122,7 +124,8 @@ def run_live_demo(backend: Backend, source: str, out_dir: Path, size: int | None
 
     options = LiveOptions(size=size, show=show, side_by_side=True, record=None if show else out_dir / "live.mp4",
                           overwrite=True, duration=duration if show or duration else 10.0)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with writing(out_dir):  # a read-only or unwritable --out: one line, not a traceback
+        out_dir.mkdir(parents=True, exist_ok=True)
     live = run_live(open_source(source, realtime=show, log=log), FrameTranslator(backend, size), options, log=log,
                     stabilize=stabilize)
     return DemoReport(recorded=live.recorded, frames=live.frames, fps=live.fps,

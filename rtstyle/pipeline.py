@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backends import Backend
+from .tiling import guarded_infer
 from .transforms import postprocess, preprocess
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
@@ -75,7 +76,7 @@ class FrameTranslator:
         with timed(self.times, "preprocess", n):
             x, plan = preprocess(frames, self.size)  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):
-            y = self.backend.infer(x)  # (b, 3, H, W)
+            y = guarded_infer(self.backend, x)  # (b, 3, H, W); tiled when too large for memory
         with timed(self.times, "postprocess", n):
             return postprocess(y, plan)  # (b, h, w, 3) uint8 at the source size
 

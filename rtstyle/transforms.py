@@ -18,6 +18,12 @@ from .errors import UserError
 MULTIPLE = 4  # two stride-2 downsamplings: sizes must be multiples of 4 to come back unchanged
 SIZE_HELP = ("processing size: N resizes the short side to N (a multiple of 4) and scales the result back; "
              "'native' pads to a multiple of 4 and crops back")  # what `parse_size` accepts, for every command
+# Smallest side the generator runs at: its residual blocks reflection-pad by 1 at 1/4 resolution, which needs
+# 2 px there. Smaller inputs (a 4 px strip, a 3x2 icon) are padded up to it, then cropped back.
+MIN_SIDE = 8
+# With --size N, an upscale stops where the long side reaches max(its own length, this x N): a 4x4000 strip at
+# --size 128 would otherwise be processed at 128x128000 (4 GB) only to be scaled back to 4x4000 (issue 15).
+MAX_UPSCALED_LONG = 4
 
 
 def to_rgb_uint8(image: np.ndarray, bgr: bool = True) -> np.ndarray:
@@ -78,9 +84,10 @@ def tensor_to_frames(tensor: torch.Tensor, bgr: bool = False) -> np.ndarray:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = MULTIPLE) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflection-pad (b, c, h, w) on the bottom/right to multiples of `multiple`; returns (padded, (h, w))."""
+    """Reflection-pad (b, c, h, w) on the bottom/right to multiples of `multiple` (and at least MIN_SIDE);
+    returns (padded, (h, w))."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph, pw = max((-h) % multiple, MIN_SIDE - h), max((-w) % multiple, MIN_SIDE - w)
     if ph or pw:
         # Reflection needs the pad to be smaller than the side; tiny images fall back to edge replication.
         mode = "reflect" if ph < h and pw < w else "replicate"
@@ -130,10 +137,17 @@ def round_to_multiple(n: float, multiple: int = MULTIPLE) -> int:
 
 
 def processing_shape(height: int, width: int, size: int | None) -> tuple[int, int]:
-    """(h, w) the generator sees for a source of (height, width) under the size policy."""
+    """(h, w) the generator sees for a source of (height, width) under the size policy.
+
+    N scales the short side to N, except that an upscale stops where the long side reaches
+    max(its own length, MAX_UPSCALED_LONG x N) (extreme strips); native pads to a multiple of 4 (at least MIN_SIDE).
+    """
     if size is None:
-        return height + (-height) % MULTIPLE, width + (-width) % MULTIPLE
+        return (max(MIN_SIDE, height + (-height) % MULTIPLE), max(MIN_SIDE, width + (-width) % MULTIPLE))
     scale = size / min(height, width)
+    long = max(height, width)
+    if scale > 1 and long * scale > max(long, MAX_UPSCALED_LONG * size):
+        scale = max(1.0, MAX_UPSCALED_LONG * size / long)
     return round_to_multiple(height * scale), round_to_multiple(width * scale)
 
 

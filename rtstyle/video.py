@@ -24,7 +24,7 @@ import numpy as np
 from .errors import UserError
 from .interrupts import stop_reason, stop_signals_interrupt
 from .io.files import OutputAppeared, OutputExistsError
-from .io.inputs import refuse_clashing_stems
+from .io.inputs import refuse_clashing_stems, refuse_overwriting_inputs
 from .io.video import OUTPUT_FORMATS, VideoInfo, VideoReader, VideoReadError, VideoWriter
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
 from .stabilize import Blender, MotionEstimator, StabilizeOptions, stabilize_option
@@ -100,6 +100,7 @@ def output_paths(inputs: list[Path], out: Path, model_name: str) -> list[Path]:
     if len(inputs) == 1 and not out.is_dir() and out.suffix:
         if out.suffix.lower() not in OUTPUT_FORMATS:
             raise UserError(f"--out {out}: a video output must end in one of {', '.join(OUTPUT_FORMATS)}")
+        refuse_overwriting_inputs(inputs, [out])
         return [out]
     if out.is_file() or (out.suffix.lower() in OUTPUT_FORMATS and not out.is_dir()):
         raise UserError(f"--out {out}: {len(inputs)} inputs need a folder for --out, not a file")

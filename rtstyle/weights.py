@@ -207,19 +207,50 @@ def _load_state_checked(generator: ResnetGenerator, state: dict[str, torch.Tenso
     generator.load_state_dict({k: v.float() for k, v in state.items()})
 
 
+# What a file torch.save wrote starts with: a zip archive (PyTorch >= 1.6) or a pickle (protocol 2+, older).
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def _torch_load_plain(path: Path):
+    """`torch.load(weights_only=True)` of `path`, with errors that say what the file is.
+
+    PyTorch's own message for a refused pickle advises retrying with `weights_only=False`, which would run
+    the file's code; that advice is never passed on (the file is the user's, maybe from anywhere). Random
+    bytes get the same UnpicklingError, so the file's first bytes tell a foreign file from a refused one.
+    """
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        raise WeightsError(f"{path}: not a PyTorch file (it starts with {head!r}, not a zip archive or a pickle "
+                           "as torch.save writes); expected a reference CycleGAN .pth such as latest_net_G_A.pth")
+    try:
+        # weights_only: tensors and plain containers only; a pickle that would run code is refused.
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = _unpickling_reason(str(e))
+        if "GLOBAL" in reason:
+            raise WeightsError(f"{path}: refused to load: it holds Python objects other than tensors ({reason}); "
+                               "only plain state dicts are accepted, and rtstyle never runs code from a weights "
+                               "file") from None
+        raise WeightsError(f"{path}: not a readable PyTorch file ({reason}); it is damaged or truncated") from None
+    except (EOFError, RuntimeError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable PyTorch file ({e}); it may be truncated or not a .pth") from None
+
+
+def _unpickling_reason(message: str) -> str:
+    """The line of torch's weights_only error that says what was found, without its advice paragraphs."""
+    advice = ("Weights only load failed", "Check the documentation", "Please file an issue", "weights_only")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.startswith(advice) and "weights_only" not in line]
+    return "; ".join(kept)[:200] or "an unsupported pickle"
+
+
 def load_reference_pth(path: str | Path) -> tuple[ResnetGenerator, ModelInfo]:
     """A reference CycleGAN `.pth` (plain state dict) -> generator, with its config inferred from the shapes."""
     path = Path(path)
-    try:
-        # weights_only: tensors and plain containers only; a pickle that would run code is refused.
-        raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise WeightsError(
-            f"{path}: refused to load: it holds Python objects other than tensors (weights_only=True). "
-            f"Only plain state dicts are accepted. Detail: {str(e).splitlines()[0]}"
-        ) from e
-    except (EOFError, RuntimeError, OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable PyTorch file ({e}); it may be truncated or not a .pth") from e
+    raw = _torch_load_plain(path)
     first_pass = _clean_reference_state(raw, instance_norm=False)
     try:
         config = infer_config(first_pass)

@@ -68,10 +68,11 @@ def tiny_model_path(tmp_path, tiny_generator) -> Path:
 HANG_GUARD_S = 900
 
 
-def run_cli(*args: str, timeout: float = HANG_GUARD_S, **kwargs) -> subprocess.CompletedProcess:
-    """Run `python cli.py ARGS` as a user would, from the project root."""
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+def run_cli(*args: str, timeout: float = HANG_GUARD_S, prefix: tuple[str, ...] = (), **kwargs
+            ) -> subprocess.CompletedProcess:
+    """Run `python cli.py ARGS` as a user would, from the project root (`prefix`: a wrapper such as setpriv)."""
+    return subprocess.run([*prefix, sys.executable, str(ROOT / "cli.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=kwargs.pop("cwd", ROOT), **kwargs)
 
 
 def run_main(*argv) -> int:

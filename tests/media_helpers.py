@@ -142,11 +142,14 @@ class MJPEGServer:
     """Serves multipart/x-mixed-replace JPEG frames at `fps` from a thread; `sent` is the last index sent.
 
     `frame_fn(i) -> RGB image`; every frame carries its index (`stamp_index`) unless `stamp` is False.
-    `stop_after` closes the connection and stops listening after that many frames (a stream that drops).
+    `stop_after` closes the connection and stops listening after that many frames (a stream that drops);
+    `per_connection` closes each connection after that many frames but keeps accepting (a flapping server).
     """
 
-    def __init__(self, frame_fn, fps: float = 25.0, stamp: bool = True, stop_after: int | None = None) -> None:
+    def __init__(self, frame_fn, fps: float = 25.0, stamp: bool = True, stop_after: int | None = None,
+                 per_connection: int | None = None) -> None:
         self.frame_fn, self.fps, self.stamp, self.stop_after = frame_fn, fps, stamp, stop_after
+        self.per_connection, self.connections = per_connection, 0
         self.sent = -1
         self.sent_at: dict[int, float] = {}
         self.closed = threading.Event()
@@ -171,10 +174,13 @@ class MJPEGServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def _serve(self, wfile) -> None:
-        i = self.sent + 1
+        i = first = self.sent + 1
+        self.connections += 1
         next_time = time.monotonic()
         try:
             while not self.closed.is_set():
+                if self.per_connection is not None and i - first >= self.per_connection:
+                    return
                 if self.stop_after is not None and i >= self.stop_after:
                     threading.Thread(target=self.close, daemon=True).start()
                     return

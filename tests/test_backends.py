@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_store
-from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend
+from rtstyle.backends import BACKENDS, BackendOptions, BackendUnavailable, create_backend, resolve_device
 from rtstyle.backends.registry import REGISTRY
 from rtstyle.backends.select import Environment, choose_backend
 from rtstyle.backends.tensorrt_backend import ALIGNMENT, grown_size, needs_copy
@@ -281,3 +281,37 @@ def test_each_registry_entry_names_its_module_extra_and_kinds(name):
     assert set(entry.runs) <= {"weights"} | {f.kind for f in FORMATS.values()}
     assert callable(entry.create())  # the module imports without its heavy library and has its entry point
     assert name in BACKENDS and BackendOptions(backend=name).backend == name
+
+
+def test_device_values_are_read_by_one_parser_everywhere(tiny_model_path, tmp_path, capsys):
+    """`--device gpu` or `banana` ran on the CPU with exit 0 (issue 15): every command now refuses them."""
+    from conftest import run_main
+    from rtstyle.benchmark import BenchmarkSettings
+    from rtstyle.devices import parse_device
+    from rtstyle.errors import UserError
+    from train.config import TrainConfig
+    from train.distill_config import DistillConfig
+
+    assert [parse_device(d) for d in ("auto", "cpu", "cuda", "cuda:1", " CUDA:0 ")] == \
+        ["auto", "cpu", "cuda", "cuda:1", "cuda:0"]
+    for bad in ("gpu", "banana", "cuda:", "cuda:x", "cuda1", "", "mps"):
+        with pytest.raises(UserError, match="auto, cpu, cuda or cuda:N"):
+            parse_device(bad)
+    for make in (lambda d: BackendOptions(device=d), lambda d: BenchmarkSettings(device=d),
+                 lambda d: TrainConfig(device=d), lambda d: DistillConfig(device=d)):
+        with pytest.raises(ValueError, match="'gpu' is not a device.*use cuda"):
+            make("gpu")
+    assert BackendOptions(device="CPU").device == "cpu"
+    two_gpus = Environment(cuda=True, gpu_name="test GPU", gpu_count=2)  # a GPU index beyond those present
+    assert choose_backend("weights", "torch", "cuda:1", "auto", two_gpus).device == "cuda:1"
+    with pytest.raises(BackendUnavailable, match="2 CUDA GPU\\(s\\), cuda:0 to cuda:1"):
+        choose_backend("weights", "torch", "cuda:2", "auto", two_gpus)
+    with pytest.raises(UserError, match="'banana' is not a device"):
+        resolve_device("banana")
+    (tmp_path / "a.png").write_bytes(b"")  # never read: the device is refused first
+    for device in ("gpu", "banana"):
+        capsys.readouterr()
+        assert run_main("translate", tmp_path / "a.png", "--model", tiny_model_path, "--out", tmp_path / "o",
+                        "--device", device) == 2
+        assert f"--device {device!r} is not a device" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -162,3 +162,16 @@ def test_tiny_generator_fixture_is_deterministic(tiny_generator):
     from rtstyle import ResnetGenerator
 
     assert torch.equal(ResnetGenerator(tiny_generator.config).model[1].weight, tiny_generator.model[1].weight)
+
+
+def test_evaluate_on_a_missing_dataroot_says_it_is_missing(tmp_path, tiny_model_path):
+    """Issue 15: `--dataroot /nothere` said the folder 'has no paired ground truth'."""
+    from train.evaluate import has_paired_ground_truth
+
+    with pytest.raises(FileNotFoundError, match="--dataroot .*nothere not found"):
+        has_paired_ground_truth(tmp_path / "nothere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="testA not found"):
+        has_paired_ground_truth(tmp_path / "empty")
+    r = run_cli("evaluate", "--model", tiny_model_path, "--dataroot", tmp_path / "nothere", "--backend", "torch")
+    assert r.returncode == 2 and "nothere not found" in r.stderr and "paired" not in r.stderr.split("error:")[-1]

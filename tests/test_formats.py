@@ -206,3 +206,43 @@ def test_on_the_fly_conversions_are_checked_against_pytorch_before_they_are_cach
         cached_conversion(weights, f"{kind}-check", ".xml" if kind == "openvino" else ".onnx", wrong, None,
                           check=check)
     assert not list((cache_dir() / f"{kind}-check").iterdir())  # nothing half-checked is kept
+
+
+@pytest.mark.skipif(_skip("openvino") is not None or _skip("onnx") is not None, reason="needs onnx and openvino")
+def test_corrupt_or_incomplete_artifacts_are_one_line_errors_naming_the_file(home, tmp_path, monkeypatch, capsys):
+    """Random bytes or half of a real export as .onnx, a broken .xml, an IR folder without its .bin: each is
+    exit 2 with the file and what to do, never protobuf's DecodeError or OpenVINO's RuntimeError traceback."""
+    import shutil
+
+    from conftest import run_main
+    from rtstyle.formats.onnx import cached_onnx
+    from rtstyle.formats.openvino import cached_openvino
+    from rtstyle.io.images import write_image
+
+    monkeypatch.setenv("RTSTYLE_HOME", str(home))
+    image = tmp_path / "in.png"
+    write_image(image, torch.randint(0, 255, (24, 32, 3), dtype=torch.uint8).numpy())
+    real_onnx = cached_onnx(home / "models" / "tiny.safetensors")
+    real_xml = cached_openvino(home / "models" / "tiny.safetensors")
+    random_onnx, half_onnx = tmp_path / "random.onnx", tmp_path / "half.onnx"
+    random_onnx.write_bytes(b"\x08\x07" + bytes(range(256)) * 8)
+    half_onnx.write_bytes(real_onnx.read_bytes()[: real_onnx.stat().st_size // 2])
+    broken_xml = tmp_path / "broken.xml"
+    broken_xml.write_text("<net name='x'><layers><layer")
+    no_bin = tmp_path / "no_bin_openvino"
+    no_bin.mkdir()
+    shutil.copy(real_xml, no_bin / real_xml.name)
+    short_bin = tmp_path / "short_bin_openvino"
+    short_bin.mkdir()
+    shutil.copy(real_xml, short_bin / real_xml.name)
+    (short_bin / real_xml.with_suffix(".bin").name).write_bytes(real_xml.with_suffix(".bin").read_bytes()[:100])
+    cases = {random_onnx: "not a readable ONNX model", half_onnx: "not a readable ONNX model",
+             broken_xml: "OpenVINO cannot read this model", no_bin: "OpenVINO cannot read this model",
+             short_bin: "OpenVINO cannot read this model"}
+    for model, expected in cases.items():
+        capsys.readouterr()
+        assert run_main("translate", image, "--model", model, "--out", tmp_path / "out", "--backend", "auto") == 2
+        err = capsys.readouterr().err
+        assert expected in err and str(model.name) in err and "export" in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()

@@ -89,3 +89,31 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_download_is_checked_against_a_known_sha256_or_says_it_could_not_be(server, isolated_store, tmp_path):
+    """Issue 15: model downloads are plain http and were checked only by loading."""
+    import hashlib
+
+    good = hashlib.sha256((tmp_path / "served" / "horse2zebra.pth").read_bytes()).hexdigest()
+    # No hash known anywhere: stored, and the console says it could not be verified, with the sha256 it got.
+    r = run_cli("download", "horse2zebra", env=_env(server.url))
+    assert r.returncode == 0 and "could not be verified" in r.stderr and good in r.stderr, r.stderr
+    assert load_model("horse2zebra")[1].extra["verified_by"] is None
+    # A hash the user trusts: a match is said so, a mismatch stores nothing (and keeps what was stored).
+    r = run_cli("download", "horse2zebra", "--overwrite", "--sha256", good.upper(), env=_env(server.url))
+    assert r.returncode == 0 and f"verified horse2zebra.pth: sha256 {good} matches --sha256" in r.stderr
+    before = (isolated_store / "horse2zebra.safetensors").read_bytes()
+    r = run_cli("download", "horse2zebra", "--overwrite", "--sha256", "0" * 64, env=_env(server.url))
+    assert r.returncode == 2 and "not the expected file" in r.stderr and good in r.stderr
+    assert (isolated_store / "horse2zebra.safetensors").read_bytes() == before
+    assert _store_files(isolated_store) == ["horse2zebra.safetensors"]  # no temporary file left
+    # A mirror that publishes NAME.pth.sha256: checked against it, a wrong one refused.
+    (tmp_path / "served" / "horse2zebra.pth.sha256").write_text(f"{good}  horse2zebra.pth\n")
+    r = run_cli("download", "horse2zebra", "--overwrite", env=_env(server.url))
+    assert r.returncode == 0 and "horse2zebra.pth.sha256" in r.stderr and "verified" in r.stderr
+    (tmp_path / "served" / "horse2zebra.pth.sha256").write_text("f" * 64 + "\n")
+    r = run_cli("download", "horse2zebra", "--overwrite", env=_env(server.url))
+    assert r.returncode == 2 and "not the expected file" in r.stderr
+    r = run_cli("download", "horse2zebra", "--overwrite", "--sha256", "abc", env=_env(server.url))
+    assert r.returncode == 2 and "64 hexadecimal digits" in r.stderr

@@ -505,3 +505,30 @@ def test_cuda_step_matches_cpu_and_mixed_precision_runs():
         config = TrainConfig(**{**TINY, "precision": precision}, memory_format="channels_last")
         trainer = CycleGANTrainer(config, "cuda")
         assert all(np.isfinite(v) for v in trainer.train_step(a, b).values()), precision
+
+
+def test_resume_compares_the_options_typed_even_at_their_default_value(tmp_path):
+    """Issue 15: `--resume --ngf 64 --crop-size 256` on an ngf-8 run used to be ignored silently (64 and 256 are
+    the defaults) while `--ngf 16` was refused: what was typed counts, not what differs from the defaults."""
+    import cli
+    from rtstyle.config import given_options
+
+    out = tmp_path / "runs"
+    TrainConfig(dataroot="d", name="r", out=str(out), flip=False, **TINY).save_json(out / "r" / "config.json")
+    parser = cli.build_parser()
+
+    def resolve(*extra):
+        args = parser.parse_args(["train", "--name", "r", "--out", str(out), "--resume", *extra])
+        options = {name: getattr(args, name) for name in TrainConfig().to_dict()}
+        return resolve_config(options, resume=True, given=given_options(args))
+
+    assert given_options(parser.parse_args(["train", "--ngf", "64", "--no-flip"])) == {"ngf", "flip"}
+    with pytest.raises(ValueError) as err:
+        resolve("--ngf", "64", "--crop-size", "256")
+    assert f"--ngf 64 (run has {TINY['ngf']})" in str(err.value) and "--crop-size 256 (run has 32)" in str(err.value)
+    with pytest.raises(ValueError, match=r"--flip True \(run has False\)"):  # a boolean at its default value too
+        resolve("--flip", "--ngf", str(TINY["ngf"]))
+    resumed = resolve("--ngf", str(TINY["ngf"]), "--max-steps", "5")  # the run's own value is no change
+    assert resumed.ngf == TINY["ngf"] and resumed.max_steps == 5 and resumed.crop_size == 32
+    r = run_cli("train", "--name", "r", "--out", out, "--resume", "--ngf", "64")
+    assert r.returncode == 2 and "--ngf 64" in r.stderr and "Traceback" not in r.stderr

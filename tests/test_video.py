@@ -179,3 +179,31 @@ def test_cli_ctrl_c_says_where_the_partial_file_is(tiny_model, tmp_path):
     assert "interrupted" in err and str(partial) in err and "partial" in err
     assert 0 < probe(partial).frames < 3000
     assert not out.exists()
+
+
+def test_output_that_is_the_input_or_its_folder_is_refused(tiny_model, tmp_path, capsys):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    clip = make_clip(clips / "a.mp4", frames=3)
+    before = clip.read_bytes()
+    for inputs, out, expected in [((clip,), clip, "would be the input"), ((clips,), clips, "also an input folder")]:
+        capsys.readouterr()
+        assert run_main("video", *inputs, "--model", tiny_model, "--out", out, "--overwrite") == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err
+    assert clip.read_bytes() == before and [p.name for p in clips.iterdir()] == ["a.mp4"]
+
+
+def test_read_only_output_folder_is_one_line(tiny_model, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root with CAP_SYS_ADMIN): {r.stderr.strip()}")
+    try:
+        clip = make_clip(tmp_path / "a.mp4", frames=3)
+        assert run_main("video", clip, "--model", tiny_model, "--out", ro / "out.mp4") == 2
+        err = capsys.readouterr().err
+        assert f"cannot write {ro / 'out.mp4'}: it is on a read-only file system" in err and "Traceback" not in err
+    finally:
+        subprocess.run(["umount", str(ro)], check=False)

@@ -256,3 +256,21 @@ def test_window_shows_the_translation_and_keys_work(xvfb, tiny_model, tmp_path):
     assert proc.returncode == 0, err
     for said in ("snapshot ->", "showing the original", "processing size 64 -> 96", "quit key"):
         assert said in err, err
+
+
+def test_a_server_that_keeps_accepting_and_dropping_is_given_up_on(tiny_model):
+    """Issue 15: each reconnection got a frame or two, which reset the count, so the log said "(1/3)" forever.
+    The count now starts again only after the source stayed up for `stable_after` seconds."""
+    messages = []
+    with MJPEGServer(moving, fps=25, per_connection=2) as server:
+        source = StreamSource(server.url, timeout=2, log=messages.append)
+        source.retry_delay = 0.05
+        source.start()
+        frames = 0
+        while frames < 40 and source.read(timeout=10) is not None:  # 40: retried for ever, the old behaviour
+            frames += 1
+        source.close()
+    counts = [m.split("reconnecting ")[1] for m in messages if "reconnecting (" in m]
+    assert counts == ["(1/3)", "(2/3)", "(3/3)"], messages
+    assert source.error and "gave up after 3 reconnection attempts" in source.error
+    assert server.connections == 4 and frames >= 1

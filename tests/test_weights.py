@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from rtstyle import GeneratorConfig, ModelInfo, ResnetGenerator, WeightsError, load_generator, load_model, read_info
-from rtstyle.weights import infer_config
+from rtstyle.weights import infer_config, load_reference_pth
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -107,9 +107,29 @@ def test_pickle_that_would_execute_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("RTSTYLE_PWNED", str(marker))
     path = tmp_path / "evil.pth"
     torch.save({"model.1.weight": torch.zeros(1), "payload": _Exploit()}, path)
-    with pytest.raises(WeightsError, match="refused"):
+    with pytest.raises(WeightsError, match="refused") as err:
         load_generator(path)
     assert not marker.exists()
+    assert "weights_only=False" not in str(err.value) and "GLOBAL" in str(err.value)  # never that advice
+
+
+def test_random_bytes_are_not_a_pytorch_file_and_get_no_unsafe_advice(tmp_path):
+    path = tmp_path / "random.pth"
+    path.write_bytes(os.urandom(4096).replace(b"PK", b"pk").lstrip(b"\x80"))
+    with pytest.raises(WeightsError, match="not a PyTorch file") as err:
+        load_generator(path)
+    assert "weights_only" not in str(err.value) and "Python objects" not in str(err.value)
+    damaged = tmp_path / "damaged.pth"  # a pickle header, then garbage: damaged, not "Python objects"
+    damaged.write_bytes(b"\x80\x02" + b"\xcd" * 100)
+    with pytest.raises(WeightsError, match="damaged or truncated") as err:
+        load_generator(damaged)
+    assert "weights_only" not in str(err.value)
+
+
+def test_missing_pth_says_so_not_truncated(tmp_path):
+    with pytest.raises(WeightsError) as err:
+        load_reference_pth(tmp_path / "nothere.pth")
+    assert "no such file" in str(err.value) and "truncated" not in str(err.value)
 
 
 def test_safetensors_without_metadata_says_how_to_convert(tmp_path):

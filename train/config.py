@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rtstyle.devices import parse_device
+from rtstyle.errors import UserError
 from rtstyle.models import NORMS, UPSAMPLES, GeneratorConfig
 
 from .networks import DISCRIMINATORS, INIT_TYPES
@@ -176,6 +178,10 @@ class TrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            parse_device(self.device)
+        except UserError as e:
+            problems.append(str(e))
         if self.crop_size < 4 or self.crop_size % 4:
             problems.append(f"--crop-size must be a positive multiple of 4 (the generator downsamples twice), "
                             f"got {self.crop_size}")

@@ -29,7 +29,7 @@ from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig
 from rtstyle.store import resolve_model, store_dir
 from rtstyle.transforms import tensor_to_frames
-from rtstyle.io.files import OutputAppeared, atomic_write, remove_stale_temps_in
+from rtstyle.io.files import OutputAppeared, atomic_write, remove_stale_temps_in, writing
 from rtstyle.weights import ModelInfo, WeightsError, load_model, read_info, save_generator
 
 from .checkpoint import CheckpointError, Position, capture_rng, restore_rng
@@ -112,8 +112,9 @@ def student_config(config: DistillConfig, teacher: Teacher) -> GeneratorConfig:
     return student
 
 
-def resolve_config(options: dict, resume: bool) -> DistillConfig:
-    """A new run's config from `options`, or with `resume` the saved one with the RESUMABLE changes."""
+def resolve_config(options: dict, resume: bool, given: set[str] | None = None) -> DistillConfig:
+    """A new run's config from `options`, or with `resume` the saved one with the RESUMABLE changes: the options
+    in `given` (typed on the command line) or, without it, those that differ from the defaults."""
     if not resume:
         return DistillConfig(**options)
     defaults = DistillConfig()
@@ -122,8 +123,11 @@ def resolve_config(options: dict, resume: bool) -> DistillConfig:
     files = DistillFiles(Path(options.get("out", defaults.out)) / options["name"])
     if not files.config.exists():
         raise CheckpointError(f"nothing to resume: {files.config} does not exist (is --name/--out right?)")
-    changes = {f.name: options[f.name] for f in fields(DistillConfig)
-               if f.name in options and options[f.name] != getattr(defaults, f.name)}
+    if given is not None:  # from the command line: what the user typed is compared, default value or not
+        changes = {name: options[name] for name in given if name in options}
+    else:
+        changes = {f.name: options[f.name] for f in fields(DistillConfig)
+                   if f.name in options and options[f.name] != getattr(defaults, f.name)}
     return DistillConfig.load_json(files.config).resumed_with(changes)
 
 
@@ -280,7 +284,8 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
             raise CheckpointError(f"{files.last} does not match this run's networks ({e}); it is left untouched") from e
     log, fidelity_log = LossLog(files.losses, LOSS_KEYS), LossLog(files.fidelity, FIDELITY_KEYS)
     if dist.rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
+        with writing(files.root):  # a read-only or unwritable --out: one line, not a traceback
+            files.root.mkdir(parents=True, exist_ok=True)
         for note in remove_stale_temps_in(files.root):  # a 0-byte .last.pt.PID.*.tmp of a killed run
             console.print(f"note: {note}")
         config.save_json(files.config)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rtstyle.devices import parse_device
+from rtstyle.errors import UserError
 from rtstyle.models import UPSAMPLES
 
 from .config import PRECISIONS, PREPROCESS, RunConfig
@@ -96,6 +98,10 @@ class DistillConfig(RunConfig):
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            parse_device(self.device)
+        except UserError as e:
+            problems.append(str(e))
         for name in ("crop_size", "eval_size"):
             value = getattr(self, name)
             if value < 4 or value % 4:

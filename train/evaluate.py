@@ -18,6 +18,7 @@ import numpy as np
 from rtstyle.backends import Backend
 from rtstyle.io.images import read_image
 from rtstyle.io.inputs import IMAGE_SUFFIXES, files_in
+from rtstyle.tiling import guarded_infer
 from rtstyle.transforms import SIZE_HELP, postprocess, preprocess
 
 
@@ -83,13 +84,19 @@ def _images(folder: Path) -> list[Path]:
 
 def translate_one(backend: Backend, rgb: np.ndarray, size: int | None = None) -> np.ndarray:
     x, plan = preprocess(rgb, size)
-    return postprocess(backend.infer(x), plan)[0]
+    return postprocess(guarded_infer(backend, x), plan)[0]
 
 
 def has_paired_ground_truth(dataroot: Path) -> bool:
-    """True when testB holds exactly testA's file names (the demo dataset's paired test split)."""
+    """True when testB holds exactly testA's file names (the demo dataset's paired test split).
+
+    A dataroot that does not exist, or has no testA, is an error saying so (not "no paired ground truth")."""
+    if not Path(dataroot).is_dir():
+        raise FileNotFoundError(f"--dataroot {dataroot} not found: expected a dataset folder holding testA (and "
+                                "testB), e.g. one made by `python cli.py datasets make-demo --out DIR`")
     a, b = Path(dataroot) / "testA", Path(dataroot) / "testB"
-    return a.is_dir() and b.is_dir() and {p.name for p in _images(a)} == {p.name for p in _images(b)}
+    names_a = {p.name for p in _images(a)}  # raises when testA is missing or empty
+    return b.is_dir() and names_a == {p.name for p in _images(b)}
 
 
 def _psnr(psnr, truth: np.ndarray, test: np.ndarray) -> float:

@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 
 from rtstyle.backends import resolve_device
-from rtstyle.io.files import remove_stale_temps_in
+from rtstyle.io.files import remove_stale_temps_in, writing
 
 from .checkpoint import (CheckpointError, Position, RunFiles, capture_rng, export_generators, load_checkpoint,
                          restore, save_checkpoint)
@@ -127,9 +127,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_config(options: dict, resume: bool) -> TrainConfig:
+def resolve_config(options: dict, resume: bool, given: set[str] | None = None) -> TrainConfig:
     """The config of a new run from `options` (field -> value), or, with `resume`, the run's saved
-    config.json with those of `options` that differ from the defaults (only RESUMABLE fields may)."""
+    config.json with the options in `given` (those typed on the command line, `rtstyle.config.given_options`)
+    or, without it, those that differ from the defaults; only RESUMABLE fields may change."""
     if not resume:
         return TrainConfig(**options)
     defaults = TrainConfig()
@@ -138,8 +139,11 @@ def resolve_config(options: dict, resume: bool) -> TrainConfig:
         raise ValueError("--resume needs --name (and --out if not the default) of the run to continue")
     if not files.config.exists():
         raise CheckpointError(f"nothing to resume: {files.config} does not exist (is --name/--out right?)")
-    changes = {f.name: options[f.name] for f in fields(TrainConfig)
-               if f.name in options and options[f.name] != getattr(defaults, f.name)}
+    if given is not None:  # from the command line: what the user typed is compared, default value or not
+        changes = {name: options[name] for name in given if name in options}
+    else:
+        changes = {f.name: options[f.name] for f in fields(TrainConfig)
+                   if f.name in options and options[f.name] != getattr(defaults, f.name)}
     return TrainConfig.load_json(files.config).resumed_with(changes)
 
 
@@ -221,7 +225,8 @@ def _train(config: TrainConfig, resume: bool, console: Console, dist: Distribute
     position = restore(payload, trainer, dist.rank, files.last) if payload else start
     log = LossLog(files.losses)
     if dist.rank == 0:
-        files.root.mkdir(parents=True, exist_ok=True)
+        with writing(files.root):  # a read-only or unwritable --out: one line, not a traceback
+            files.root.mkdir(parents=True, exist_ok=True)
         for note in remove_stale_temps_in(files.root):  # a 0-byte .last.pt.PID.*.tmp of a killed run
             console.print(f"note: {note}")
         config.save_json(files.config)

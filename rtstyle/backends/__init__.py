@@ -17,8 +17,11 @@ from typing import Callable
 
 import torch
 
+from ..devices import HELP as DEVICE_HELP
+from ..devices import parse_device
 from ..errors import BackendUnavailable, UserError
 from ..formats import open_model
+from ..tiling import parse_memory
 from .base import Backend
 from .registry import REGISTRY
 from .select import Choice, choose_backend, probe
@@ -34,7 +37,7 @@ class BackendOptions:
     """How to run a generator; shared by translate, video, webcam and benchmark."""
 
     backend: str = field(default="auto", metadata={"help": "inference backend", "choices": BACKENDS})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
     precision: str = field(default="auto", metadata={
         "help": "numeric precision (int8: OpenVINO on the CPU, quantised and accuracy-checked per input size)",
         "choices": PRECISIONS})
@@ -42,6 +45,14 @@ class BackendOptions:
                                                            "(slow first frame per size, faster after)"})
     cudnn_benchmark: bool = field(default=False, metadata={"help": "torch backend on CUDA: let cuDNN time its "
                                                                    "convolution algorithms per input size"})
+
+    max_memory: str = field(default="auto", metadata={
+        "help": "memory one translation may use: auto (3/4 of what is free on the device), or a size like 6G; "
+                "a larger image is translated exactly in tiles (slower), or refused with the --size that fits"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "device", parse_device(self.device))  # frozen: the checked spelling
+        parse_memory(self.max_memory)  # a misspelt size is an error before anything loads
 
 
 def _stderr(message: str) -> None:
@@ -70,6 +81,8 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
     backend = REGISTRY[choice.backend].create()(ref, choice, options, log)
     backend.ref = ref  # what --model resolved to (path, kind, metadata, sha256)
     backend.choice = choice
+    backend.max_memory = parse_memory(options.max_memory)  # read by rtstyle.tiling.guarded_infer
+    backend.log = log
     if options.backend == "auto" and choice.device == "cpu" and ref.kind == "weights":
         from ..students import speed_hint  # a full-size model below 5 fps: say that a student would be faster
 
@@ -79,10 +92,15 @@ def create_backend(model: str | Path, options: BackendOptions = BackendOptions()
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when a GPU is usable, else 'cpu'; explicit CUDA without a GPU is an error."""
+    device = parse_device(device)
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BackendUnavailable(f"--device {device} asked for, but no CUDA GPU is usable here; use --device cpu")
+    if device.startswith("cuda"):
+        from .select import check_gpu_index
+
+        check_gpu_index(device, torch.cuda.device_count())
     return device
 
 

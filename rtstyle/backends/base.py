@@ -19,6 +19,10 @@ __all__ = ["Backend", "BackendUnavailable"]
 
 class Backend:
     name = "base"
+    # Set by `create_backend`: the memory budget of one call (None: a share of what is free, see
+    # rtstyle.tiling) and where to say how a too-large input is handled.
+    max_memory: int | None = None
+    log = None
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info

@@ -41,6 +41,7 @@ class Environment:
     openvino_int8: bool = False  # OpenVINO reports INT8 for this CPU and nncf (to build int8 models) is installed
     torch_bf16: bool = False  # oneDNN has native bf16 kernels for this CPU
     tensorrt_problem: str | None = None  # why an installed tensorrt cannot be used (not 10.x), if it cannot
+    gpu_count: int | None = None  # CUDA GPUs visible (None: not counted), so --device cuda:N can be checked
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ def probe() -> Environment:
     return Environment(
         cuda=cuda,
         gpu_name=torch.cuda.get_device_name() if cuda else None,
+        gpu_count=torch.cuda.device_count() if cuda else 0,
         installed=installed,
         onnxruntime_cuda=ort_cuda,
         openvino_bf16=ov_bf16,
@@ -94,6 +96,14 @@ def _tensorrt_problem() -> str | None:
     return version_problem(getattr(tensorrt, "__version__", "unknown"))
 
 
+def check_gpu_index(device: str, count: int | None) -> None:
+    """`cuda:N` must name one of the `count` visible GPUs (torch would fail later with 'invalid device ordinal')."""
+    from ..errors import BackendUnavailable
+
+    if count and device.startswith("cuda:") and int(device[5:]) >= count:
+        raise BackendUnavailable(f"--device {device}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+
+
 def require_installed(backend: str, env: Environment) -> None:
     from ..errors import BackendUnavailable
 
@@ -109,6 +119,7 @@ def choose_backend(kind: str, backend: str, device: str, precision: str, env: En
 
     if device.startswith("cuda") and not env.cuda:
         raise BackendUnavailable(f"--device {device} asked for, but no CUDA GPU is usable here; use --device cpu")
+    check_gpu_index(device, env.gpu_count)
     on_gpu = device.startswith("cuda") or (device == "auto" and env.cuda)
     gpu = device if device.startswith("cuda") else "cuda"
     if backend != "auto":

@@ -31,18 +31,16 @@ class Format:
 
 
 def _read_onnx(path: Path) -> ArtifactMeta:
-    from ..errors import require
-    from .onnx import read_onnx_meta
+    from .onnx import load_onnx, read_onnx_meta
 
-    onnx = require("onnx", "onnx")
-    return read_onnx_meta(onnx.load(str(path), load_external_data=False), str(path))
+    return read_onnx_meta(load_onnx(path), str(path))
 
 
 def _read_openvino(path: Path) -> ArtifactMeta:
-    from .openvino import openvino_core, openvino_xml, read_openvino_meta
+    from .openvino import openvino_xml, read_ir, read_openvino_meta
 
     xml = openvino_xml(path)
-    return read_openvino_meta(openvino_core().read_model(str(xml)), str(xml))
+    return read_openvino_meta(read_ir(xml), str(xml))
 
 
 def _read_engine(path: Path) -> ArtifactMeta:

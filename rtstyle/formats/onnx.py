@@ -20,7 +20,7 @@ from ..errors import require
 from ..io.files import atomic_write
 from ..models import ResnetGenerator
 from ..transforms import MULTIPLE
-from .metadata import INPUT_NAME, OUTPUT_NAME, ArtifactMeta, cached_conversion, library_versions
+from .metadata import INPUT_NAME, OUTPUT_NAME, ArtifactError, ArtifactMeta, cached_conversion, library_versions
 
 # Opset 18: the lowest opset the torch.export-based exporter (torch >= 2.5, onnxscript) emits natively
 # (lower ones go through the version converter), and one that every runtime here reads: ONNX Runtime
@@ -81,6 +81,21 @@ def _rename_dims(model, names: dict[str, str]) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.dim_param in names:
                 dim.dim_param = names[dim.dim_param]
+
+
+def load_onnx(path: Path):
+    """The `onnx.ModelProto` at `path` (weights left external), or an ArtifactError naming the file.
+
+    A truncated or foreign file makes protobuf raise DecodeError (or onnx a ValueError): a user's file, not a bug.
+    """
+    onnx = require("onnx", "onnx")
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0]}); it is truncated or not "
+                            "an ONNX file: export it again with `python cli.py export --format onnx`") from None
 
 
 def read_onnx_meta(model, where: str = "ONNX model") -> ArtifactMeta:

@@ -11,6 +11,7 @@ accuracy and a format never imports a backend. openvino is imported inside the f
 from __future__ import annotations
 
 import functools
+import re
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -20,6 +21,7 @@ import torch
 
 from ..cpu import cpu_features
 from ..errors import BackendUnavailable
+from ..io.files import writes_to
 from ..models import ResnetGenerator
 from .metadata import (INPUT_NAME, OUTPUT_NAME, PREFIX, ArtifactError, ArtifactMeta, artifact_kind, cached_conversion,
                        library_versions)
@@ -86,24 +88,36 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
 
 def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
     """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached)."""
-    from .onnx import read_onnx_meta
+    from .onnx import load_onnx, read_onnx_meta
 
     core = openvino_core()
     kind = artifact_kind(model_path)
     if kind == "openvino":
         xml = openvino_xml(model_path)
-        model = core.read_model(str(xml))
+        model = read_ir(xml)
         return model, read_openvino_meta(model, str(xml))
     if kind == "onnx":
-        import onnx
-
-        meta = read_onnx_meta(onnx.load(str(model_path), load_external_data=False), str(model_path))
-        return core.read_model(str(model_path)), meta
+        meta = read_onnx_meta(load_onnx(model_path), str(model_path))
+        return read_ir(model_path), meta
     if kind == "weights":
         xml = cached_openvino(Path(model_path), log)
         model = core.read_model(str(xml))
         return model, read_openvino_meta(model, str(xml))
     raise ArtifactError(f"{model_path}: OpenVINO cannot run a {kind} artifact; use --backend {kind}")
+
+
+def read_ir(path: Path):
+    """`Core.read_model` of a user's .xml (or .onnx), or an ArtifactError naming the file instead of the
+    RuntimeError OpenVINO raises for a corrupt .xml, a missing or short .bin, or a file that is no model."""
+    try:
+        return openvino_core().read_model(str(path))
+    except RuntimeError as e:
+        # OpenVINO prefixes each C++ frame ("Exception from src/...cpp:84: "); the last sentence is the reason.
+        detail = re.sub(r"Exception from \S+: ", "", " ".join(str(e).split())).split(" Please check")[0][:160]
+        bin_hint = f" and its {Path(path).with_suffix('.bin').name}" if Path(path).suffix == ".xml" else ""
+        raise ArtifactError(f"{path}: OpenVINO cannot read this model ({detail}); the file{bin_hint} must be "
+                            "complete and written by `python cli.py export --format openvino`: export it "
+                            "again") from None
 
 
 def openvino_xml(path: str | Path) -> Path:
@@ -161,6 +175,7 @@ def read_openvino_meta(model, where: str = "OpenVINO model") -> ArtifactMeta:
     return ArtifactMeta.from_strings(strings, where)
 
 
+@writes_to(1)
 def save_openvino(model, xml_path: Path, *, overwrite: bool = True) -> Path:
     """Write an IR (.xml + .bin) so that a reader never sees half of it: both go to a temporary folder first.
 

@@ -12,12 +12,16 @@ Temporary names are `.<target name>.rtstyle<pid>.<random>.tmp<suffix>` and the w
 `flock` on the file while it writes (item 5). A later run writing into the same folder removes the temporary
 files of earlier runs whose lock is free and whose process is gone (a `kill -9`, a crash, a power cut), with
 a note.
+What the machine refuses (no permission, a read-only file system, a full disk, a file where a folder
+should be) becomes a `WriteError`, a one-line message naming the file and what to do (`writes_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -29,6 +33,64 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
+
+class WriteError(UserError):
+    """An output the machine would not let us write (permission, read-only file system, full disk)."""
+
+    def __init__(self, message: str, errno_: int) -> None:
+        super().__init__(message)
+        self.errno = errno_
+
+
+# errno -> (what happened, what to do). Anything else an OSError says is left as it is (a bug, or unforeseen).
+_REFUSALS = {
+    errno.EACCES: ("no permission to write there", "choose another output folder or change its permissions"),
+    errno.EPERM: ("the operation is not permitted there", "choose another output folder"),
+    errno.EROFS: ("it is on a read-only file system", "choose an output folder on a writable disk"),
+    errno.ENOSPC: ("the disk is full", "free some space or choose an output folder on another disk"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free some space or choose another output folder"),
+    errno.EEXIST: ("a file is in the way of a folder", "remove it or choose another output folder"),
+    errno.ENOTDIR: ("a file is in the way of a folder", "remove it or choose another output folder"),
+}
+
+
+def write_error(path: Path, e: OSError) -> WriteError | None:
+    """The WriteError for an OSError met while writing `path`, or None when it is not the machine refusing."""
+    if e.errno not in _REFUSALS:
+        return None
+    what, todo = _REFUSALS[e.errno]
+    if e.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+        if blocking is None:
+            return None  # not a file standing where a folder should be: not ours to explain
+        what = f"{what}: {blocking} is a file"
+    return WriteError(f"cannot write {path}: {what}; {todo}", e.errno)
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Within: OSErrors the machine raises while writing `path` become `WriteError`s naming it."""
+    try:
+        yield
+    except OSError as e:
+        error = write_error(Path(path), e)
+        if error is None:
+            raise
+        raise error from e
+
+
+def writes_to(path_arg: int):
+    """Decorator: `writing(args[path_arg])` around the call, so the user reads the path they gave (the
+    temporary file's name would mean nothing to them)."""
+    def wrap(func):
+        @functools.wraps(func)
+        def call(*args, **kwargs):
+            with writing(args[path_arg]):
+                return func(*args, **kwargs)
+        return call
+    return wrap
+
+
 
 # hard links unsupported where the output lives (vfat, some FUSE and SMB mounts): claim the name exclusively
 _NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
@@ -187,6 +249,7 @@ def publish_free(tmp: Path, path: Path, tag: str) -> Path:
     raise AssertionError("unreachable")
 
 
+@writes_to(0)
 def atomic_write(path: Path, write: Callable[[str], object], *, overwrite: bool = True,
                  note: Callable[[str], None] | None = print_note) -> None:
     """Call write(tmp_path), fsync it, then `publish` it as `path`: a reader never sees a half-written file.

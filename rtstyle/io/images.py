@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -12,21 +13,28 @@ from .files import atomic_write
 
 
 class ImageReadError(ValueError):
-    """A file that could not be decoded as an image."""
+    """A file that could not be decoded as an image; `reason` is the message without the path."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
 
 
 def read_image(path: str | Path) -> np.ndarray:
     """Decode `path` to (h, w, 3) RGB uint8: grayscale and 16-bit are converted, alpha dropped, EXIF applied."""
     path = Path(path)
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise ImageReadError(f"{path}: no such file")
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise ImageReadError(path, f"cannot be read ({os.strerror(e.errno) if e.errno else e})") from None
     # IMREAD_COLOR | ANYDEPTH: 3 channels (gray expanded, alpha dropped), 16-bit kept, EXIF orientation applied.
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
     if img is None:
         img = _read_with_pillow(path)
         if img is None:
-            raise ImageReadError(f"{path}: not a readable image")
+            raise ImageReadError(path, "not a readable image")
         return img
     return to_rgb_uint8(img, bgr=True)
 

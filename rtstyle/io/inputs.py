@@ -27,17 +27,38 @@ def refuse_clashing_stems(inputs: list[Path], verb: str) -> None:
                         f"{verb} them in separate runs or to separate --out folders")
 
 
+def refuse_overwriting_inputs(inputs: list[Path], outputs: list[Path]) -> None:
+    """Raise when an output path is one of the inputs: --overwrite would destroy the source, so it is no remedy."""
+    sources = {p.resolve(): p for p in inputs}
+    for dst in outputs:
+        if dst.resolve() in sources:
+            from ..errors import UserError
+
+            raise UserError(f"the output {dst} would be the input {sources[dst.resolve()]} itself (replacing the "
+                            "source); choose another --out")
+
+
 def files_in(folder: Path, suffixes: tuple[str, ...], recursive: bool = False) -> list[Path]:
     """The files in `folder` (and its subfolders, with `recursive`) whose suffix is one of `suffixes`, sorted."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in candidates if p.is_file() and p.suffix.lower() in suffixes)
 
 
-def expand_inputs(inputs: list[str], suffixes: tuple[str, ...]) -> list[Path]:
-    """Files as given, folders' files with `suffixes` (sorted), globs' matches; duplicates dropped, order kept."""
+def expand_inputs(inputs: list[str], suffixes: tuple[str, ...], out: Path | None = None) -> list[Path]:
+    """Files as given, folders' files with `suffixes` (sorted), globs' matches; duplicates dropped, order kept.
+
+    `out`, the output folder, may not be a folder given as an input (or one a glob lists): a second run would
+    translate the first run's outputs as inputs.
+    """
     found: list[Path] = []
     for item in inputs:
         path = Path(item).expanduser()
+        if out is not None and Path(out).is_dir() and (path if path.is_dir() else path.parent).resolve() == \
+                Path(out).resolve() and (path.is_dir() or glob.has_magic(item)):
+            from ..errors import UserError
+
+            raise UserError(f"--out {out} is also an input folder ({item}): a later run would take this run's "
+                            "outputs as inputs; choose another --out")
         if path.is_dir():
             matches = files_in(path, suffixes)
             if not matches:

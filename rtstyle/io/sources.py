@@ -95,6 +95,7 @@ class LiveSource(Source):
     live = True
     retries = 3
     retry_delay = 1.0
+    stable_after = 10.0  # seconds of frames after a reconnection before a new outage counts from 1 again
 
     def __init__(self, name: str, log: Callable[[str], None] | None = None) -> None:
         super().__init__(name)
@@ -119,6 +120,7 @@ class LiveSource(Source):
 
     def _capture(self) -> None:
         failures = 0
+        up_since = time.monotonic()  # when the source last (re)connected
         try:
             while not self._stop.is_set():
                 try:
@@ -127,7 +129,10 @@ class LiveSource(Source):
                 except Exception as e:  # network errors, decoder errors: handled by retrying
                     rgb, reason = None, f"{type(e).__name__}: {e}"
                 if rgb is not None:
-                    failures = 0
+                    # The count starts again only once the source has stayed up a while: a server that accepts,
+                    # sends a frame and drops would otherwise be retried forever at "(1/3)" (issue 15).
+                    if failures and time.monotonic() - up_since >= self.stable_after:
+                        failures = 0
                     self.slot.put(Captured(rgb, self._count, time.monotonic()))
                     self._count += 1
                     continue
@@ -143,6 +148,7 @@ class LiveSource(Source):
                     self.reopen()
                 except Exception as e:
                     self.log(f"{self.name}: reconnection failed: {e}")
+                up_since = time.monotonic()
         finally:
             self.slot.close()
 

@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from .tracks import TrackCopy
-from .files import OutputAppeared, OutputExistsError, make_temp, publish, publish_free
+from .files import OutputAppeared, OutputExistsError, make_temp, publish, publish_free, writes_to
 
 # container format per output suffix; the video codec is H.264 except for WebM (VP9)
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}
@@ -198,6 +198,7 @@ def _encoder(suffix: str, width: int, height: int) -> tuple[str, str, dict[str, 
 class VideoWriter:
     """Encodes RGB frames to `path` (written under a temporary name in the same folder until finished)."""
 
+    @writes_to(1)
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, *,
                  time_base: Fraction | None = None, rotation: int = 0, audio_from: str | Path | None = None,
                  overwrite: bool = False) -> None:
