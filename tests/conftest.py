@@ -85,6 +85,32 @@ def run_main(*argv) -> int:
     return cli.main(args if "--backend" in args else [*args, "--backend", "torch"])
 
 
+def cli_in_process(*args, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`cli.main(ARGS)` in this process with its output captured, as `run_cli` returns it: for the many checks
+    that a mistake is refused with one line, where a fresh interpreter per case (~3 s of imports each) would
+    dominate the suite. `env` replaces the environment for the call. Runs that do real work use `run_cli`."""
+    import contextlib
+    import io
+    import os
+
+    import cli
+
+    out, err, saved = io.StringIO(), io.StringIO(), dict(os.environ)
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(env)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main([str(a) for a in args])
+            except SystemExit as e:  # argparse's own refusals
+                code = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(["cli.py", *map(str, args)], code, out.getvalue(), err.getvalue())
+
+
 class Started:
     """A `python cli.py ARGS` running in the background (a server): `match` is the line it was waited for."""
 

@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import cli_in_process
 from rtstyle.formats.metadata import sha256_file
 from rtstyle.macs import generator_macs
 from rtstyle.models import GeneratorConfig, ResnetGenerator
@@ -292,7 +293,7 @@ def test_auto_hint_on_a_cpu_for_full_size_models_only(teacher):
 
 # --- bad input: a clear message and nothing written --------------------------------------------------------
 def _refused(tmp_path, isolated_store, *args) -> str:
-    r = cli("distill", "--name", "bad", "--out", tmp_path / "runs", *TINY_ARGS, *args)
+    r = cli_in_process("distill", "--name", "bad", "--out", tmp_path / "runs", *TINY_ARGS, *args)
     assert r.returncode == 2, r.stderr
     assert not (tmp_path / "runs").exists() and not (isolated_store / "bad.safetensors").exists()
     return r.stderr

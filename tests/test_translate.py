@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_cli, run_main
+from conftest import cli_in_process, run_cli, run_main
 from rtstyle import load_generator
 from rtstyle.io.images import read_image
 from rtstyle.transforms import frames_to_tensor, tensor_to_frames
@@ -83,10 +83,10 @@ def test_existing_output_is_not_overwritten_without_flag(tmp_path, tiny_model_pa
 
 
 def test_missing_input_and_unknown_model_fail_with_guidance(tmp_path, tiny_model_path):
-    result = run_cli("translate", tmp_path / "nope.png", "--model", tiny_model_path, "--out", tmp_path / "o")
+    result = cli_in_process("translate", tmp_path / "nope.png", "--model", tiny_model_path, "--out", tmp_path / "o")
     assert result.returncode == 2 and "input not found" in result.stderr
     _write(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
-    result = run_cli("translate", tmp_path / "a.png", "--model", "horse2zebra", "--out", tmp_path / "o")
+    result = cli_in_process("translate", tmp_path / "a.png", "--model", "horse2zebra", "--out", tmp_path / "o")
     assert result.returncode == 2
     assert "python cli.py download horse2zebra" in result.stderr
 

@@ -137,9 +137,6 @@ def evaluate_dataset(backend: Backend, dataroot: Path, size: int | None = None,
     `back()` makes; neither possible: a UserError saying what the folder lacks."""
     from rtstyle.errors import UserError
 
-    if not (dataroot / "testA").is_dir():
-        raise UserError(f"{dataroot}/testA not found: --dataroot takes a dataset folder in the reference layout "
-                        "(testA, and testB with testA's file names for paired scores)")
     if has_paired_ground_truth(dataroot):
         return evaluate_paired(backend, dataroot, size)
     if back is not None:
@@ -165,7 +162,8 @@ def evaluate(options: EvaluateOptions, model: str | None,
                 record)
     if not model or not options.dataroot:
         raise UserError("evaluate needs --model and --dataroot (or --video SOURCE TRANSLATED)")
-    size = parse_size(options.size)  # before a model loads: a bad --size is said at once
+    size = parse_size(options.size)  # before a model loads: a bad --size or --dataroot is said at once
+    has_paired_ground_truth(options.dataroot)
     back = (lambda: backend_for(options.model_back)) if options.model_back else None
     paired = evaluate_dataset(backend_for(model), options.dataroot, size, back)
     record = as_record(paired) | {"model": str(model), "dataroot": str(options.dataroot)}
