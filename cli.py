@@ -123,8 +123,7 @@ def export_args(p) -> None:
 def run_export(args) -> int:
     result = export_model(args.model, args.format, dataclass_from_args(ExportOptions, args), out=args.out,
                           overwrite=args.overwrite, log=lambda message: say(message, markup=False))
-    for line in result.summary():
-        say(line, markup=False)
+    say("\n".join(result.summary()), markup=False)
     return 0
 
 
@@ -238,8 +237,7 @@ def run_webcam(args) -> int:
             f"size {options.size or 'native'}")
     report = run_live(source, FrameTranslator(backend, options.size), options, log=say,
                       stabilize=stabilize_from_args(args), skip_similar=args.skip_similar, sinks=sinks)
-    for line in report.summary(skip_similar=args.skip_similar is not None):
-        say(line)
+    say("\n".join(report.summary(skip_similar=args.skip_similar is not None)))
     if report.error:
         say(f"[red]error:[/] {report.error}")
     return report.exit_code if report.stopped_by else 1 if report.error else 0  # Ctrl-C 130, SIGTERM 143
@@ -262,8 +260,7 @@ def run_demo(args) -> int:
     running(args, backend, "the demo")
     options = dataclass_from_args(DemoOptions, args)
     report, shown = demo.run(backend, options, log=say, stabilize=stabilize_from_args(args))
-    for line in report.summary(shown=shown):
-        say(line)
+    say("\n".join(report.summary(shown=shown)))
     return report.exit_code or (1 if report.error else 0)
 
 

@@ -5,7 +5,7 @@ one core busy: its threads spin at each barrier waiting for the one that lost it
 demo model (or --model) at one size for each setting below, in a child process per setting (OpenMP reads its
 wait policy when the library loads), idle and with one spinning process beside it, alternating rounds:
 
-- torch: 2 threads (default), 2 threads with OMP_WAIT_POLICY=PASSIVE, 1 thread;
+- torch: 2 threads (default), 2 threads with OMP_WAIT_POLICY=PASSIVE or a shorter GOMP_SPINCOUNT, 1 thread;
 - onnxruntime: default (spinning), intra-op spinning off, 1 thread;
 - openvino (int8 where it builds, else f32): default, 1 stream of 1 thread.
 
@@ -29,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {  # name: (backend, environment, options)
     "torch 2 threads": ("torch", {}, {}),
-    "torch 2 threads, OMP passive": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"}, {}),
+    "torch 2 threads OMP passive": ("torch", {"OMP_WAIT_POLICY": "PASSIVE"}, {}),
+    "torch 2 threads spin 10000": ("torch", {"GOMP_SPINCOUNT": "10000"}, {}),
+    "torch 2 threads spin 30000": ("torch", {"GOMP_SPINCOUNT": "30000"}, {}),
     "torch 1 thread": ("torch", {}, {"threads": 1}),
     "onnxruntime default": ("onnxruntime", {}, {}),
     "onnxruntime no spinning": ("onnxruntime", {}, {"spin": False}),
