@@ -84,11 +84,12 @@ def check_providers(session, device: str) -> None:
                                  "onnxruntime-gpu needs?); fix that, or run with --device cpu")
 
 
-def onnx_source(model_path: Path, log: Callable[[str], None] | None = None) -> Path:
-    """The ONNX file to run for `model_path`: itself, or the cached export of a weights file."""
+def onnx_source(model_path: Path, log: Callable[[str], None] | None = None, kind: str | None = None) -> Path:
+    """The ONNX file to run for `model_path`: itself, or the cached export of a weights file (`kind`: the
+    artifact kind when the caller resolved it already, `ModelRef.kind`)."""
     from ..formats.onnx import cached_onnx
 
-    kind = artifact_kind(model_path)
+    kind = kind or artifact_kind(model_path)
     if kind == "onnx":
         return Path(model_path)
     if kind == "weights":
@@ -99,4 +100,4 @@ def onnx_source(model_path: Path, log: Callable[[str], None] | None = None) -> P
 
 def create(ref, choice, options, log) -> OnnxRuntimeBackend:
     """The registry's entry point: an ONNX file, or the cached export of a weights file."""
-    return OnnxRuntimeBackend(onnx_source(ref.path, log), device=choice.device)
+    return OnnxRuntimeBackend(onnx_source(ref.path, log, ref.kind), device=choice.device)

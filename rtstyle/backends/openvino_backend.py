@@ -38,8 +38,8 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, model_path: Path, precision: str = "auto", threads: int | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
-        model, meta = load_openvino_model(Path(model_path), log)
+                 log: Callable[[str], None] | None = None, kind: str | None = None) -> None:
+        model, meta = load_openvino_model(Path(model_path), log, kind)  # kind: ModelRef.kind from create()
         super().__init__(meta.info)
         self.meta, self.path = meta, Path(model_path)
         capabilities = cpu_capabilities()
@@ -101,4 +101,4 @@ def create(ref, choice, options, log) -> Backend:
 
         asked = options.precision == "int8"
         return OpenVinoInt8Backend(ref.path, log=log, build_after=1 if asked else STREAM_BATCHES, background=not asked)
-    return OpenVinoBackend(ref.path, precision=choice.precision, log=log)
+    return OpenVinoBackend(ref.path, precision=choice.precision, log=log, kind=ref.kind)

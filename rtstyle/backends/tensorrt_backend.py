@@ -133,5 +133,5 @@ def create(ref, choice, options, log) -> TensorRTBackend:
     """The registry's entry point: the current engine for weights / ONNX / an engine, built under cuda:N."""
     from ..formats.tensorrt import prepare_engine
 
-    engine = prepare_engine(ref.path, precision=choice.precision, log=log, device=choice.device)
+    engine = prepare_engine(ref.path, precision=choice.precision, log=log, device=choice.device, kind=ref.kind)
     return TensorRTBackend(engine, device=choice.device)

@@ -86,12 +86,13 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
     return core.compile_model(model, "CPU", config)
 
 
-def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None):
-    """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached)."""
+def load_openvino_model(model_path: Path, log: Callable[[str], None] | None = None, kind: str | None = None):
+    """(openvino.Model, ArtifactMeta) for an IR, an ONNX file or weights (converted once, then cached); `kind`
+    is the artifact kind when the caller resolved it already (`ModelRef.kind`)."""
     from .onnx import load_onnx, read_onnx_meta
 
     core = openvino_core()
-    kind = artifact_kind(model_path)
+    kind = kind or artifact_kind(model_path)
     if kind == "openvino":
         xml = openvino_xml(model_path)
         model = read_ir(xml)

@@ -355,7 +355,7 @@ def _pin_normalisation_fp32(trt, network) -> int:
 
 def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | None = None, out: Path | None = None,
                    workspace_gb: float = DEFAULT_WORKSPACE_GB, log: Log | None = None, onnx_model=None,
-                   device: str | None = None, overwrite: bool = True) -> Path:
+                   device: str | None = None, overwrite: bool = True, kind: str | None = None) -> Path:
     """Path of a current engine for `source` (weights, ONNX or an existing .engine), building it if needed.
 
     Without `out`, engines of weights/ONNX go to the cache; an existing .engine that is stale is rebuilt in
@@ -372,7 +372,7 @@ def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | Non
     log = log or (lambda message: None)
     source = Path(source)
     index = device_index(device)
-    kind = artifact_kind(source)
+    kind = kind or artifact_kind(source)  # `kind`: already resolved by the caller (ModelRef.kind)
     if kind == "tensorrt":
         meta, key, _ = read_engine_header(source)
         wanted = engine_key(key.source_sha256, key.precision, key.profile, index)
