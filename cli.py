@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from train.evaluate import EvaluateOptions, evaluate
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 say = console.print
+plain = functools.partial(say, markup=False)  # library messages: '[openvino]' is not markup
 
 
 def model_from_args(args) -> None:
@@ -102,8 +104,7 @@ def download_args(p) -> None:
 
 
 def run_download(args) -> int:
-    path = download_official_model(args.name, overwrite=args.overwrite, sha256=args.sha256,
-                                   log=lambda message: say(message, markup=False))
+    path = download_official_model(args.name, overwrite=args.overwrite, sha256=args.sha256, log=plain)
     say(f"stored {args.name} -> {path}")
     return 0
 
@@ -122,21 +123,16 @@ def export_args(p) -> None:
 
 def run_export(args) -> int:
     result = export_model(args.model, args.format, dataclass_from_args(ExportOptions, args), out=args.out,
-                          overwrite=args.overwrite, log=lambda message: say(message, markup=False))
+                          overwrite=args.overwrite, log=plain)
     say("\n".join(result.summary()), markup=False)
     return 0
-
-
-def benchmark_args(p) -> None:
-    p.add_argument("--json", type=Path, help="also write the records, settings and machine description here")
-    p.add_argument("--fast", action="store_true", help="benchmark the model's distilled student instead")
 
 
 def run_benchmark(args) -> int:
     model_from_args(args)
     command_line = "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None
     records, document = benchmark.run_benchmark(args.model, dataclass_from_args(BenchmarkSettings, args),
-                                                lambda message: say(message, markup=False), command_line)
+                                                plain, command_line)
     print_benchmark(args.model, records, console)
     if args.json:
         benchmark.write_report(args.json, document)
@@ -284,7 +280,7 @@ COMMANDS = {
     "export": Command("compile a model to ONNX, a TensorRT engine or OpenVINO IR", run_export, ExportOptions,
                       model=True, extra=export_args),
     "benchmark": Command("compare backends' speed and accuracy against eager fp32 PyTorch, interleaved",
-                         run_benchmark, BenchmarkSettings, model=True, extra=benchmark_args),
+                         run_benchmark, BenchmarkSettings, model=True),
     "evaluate": Command("score a model on a dataset's test split (PSNR/SSIM or cycle error), or a translated "
                         "video's flicker (--video)", run_evaluate, EvaluateOptions, model="", backend=True),
     "datasets": Command("make the offline demo dataset or download an official one", None, actions={

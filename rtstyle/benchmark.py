@@ -397,6 +397,9 @@ class BenchmarkSettings:
         "metavar": "SOURCE", "help": "also run the live loop on this source (camera, stream or file; a file plays "
                                      "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
     live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
+    json: Path | None = field(default=None, metadata={
+        "help": "also write the records, settings and machine description here"})
+    fast: bool = field(default=False, metadata={"help": "benchmark the model's distilled student instead"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", parse_device(self.device))
