@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import signal
 import re
 import subprocess
 import threading
@@ -15,6 +16,12 @@ import torch
 from rtstyle import GeneratorConfig, ModelInfo, ResnetGenerator, save_generator
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A shell starts background jobs (`.ci/run &`, nohup) with SIGINT ignored, and children inherit an ignored
+# signal: Python would then never raise KeyboardInterrupt, and every Ctrl-C test would fail for a reason
+# that is not the code's. A handler (unlike "ignore") is reset to the default in each child at exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 TINY = GeneratorConfig(ngf=8, n_blocks=2)
 
 
