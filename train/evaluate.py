@@ -131,18 +131,19 @@ def as_record(scores: PairedScores | CycleScores) -> dict:
         "kind": "paired" if isinstance(scores, PairedScores) else "cycle"}
 
 
-def evaluate_dataset(backend: Backend, dataroot: Path, size: int | None = None,
+def evaluate_dataset(load: Callable[[], Backend], dataroot: Path, size: int | None = None,
                      back: Callable[[], Backend] | None = None) -> PairedScores | CycleScores:
-    """Paired scores where `dataroot` has paired ground truth, else the cycle error with the reverse generator
-    `back()` makes; neither possible: a UserError saying what the folder lacks."""
+    """Paired scores of the generator `load()` makes where `dataroot` has paired ground truth, else the cycle
+    error with the reverse generator `back()` makes; neither possible: a UserError saying what the folder
+    lacks. The folder is checked before any model loads."""
     from rtstyle.errors import UserError
 
-    if has_paired_ground_truth(dataroot):
-        return evaluate_paired(backend, dataroot, size)
-    if back is not None:
-        return evaluate_cycle(backend, back(), dataroot, size)
-    raise UserError(f"{dataroot} has no paired ground truth (testB with testA's file names); "
-                    "pass --model-back with the reverse generator to score cycle consistency")
+    paired = has_paired_ground_truth(dataroot)  # a missing folder or testA is said here, before loading
+    if not paired and back is None:
+        raise UserError(f"{dataroot} has no paired ground truth (testB with testA's file names); "
+                        "pass --model-back with the reverse generator to score cycle consistency")
+    backend = load()
+    return evaluate_paired(backend, dataroot, size) if paired else evaluate_cycle(backend, back(), dataroot, size)
 
 
 def evaluate(options: EvaluateOptions, model: str | None,
@@ -162,9 +163,8 @@ def evaluate(options: EvaluateOptions, model: str | None,
                 record)
     if not model or not options.dataroot:
         raise UserError("evaluate needs --model and --dataroot (or --video SOURCE TRANSLATED)")
-    size = parse_size(options.size)  # before a model loads: a bad --size or --dataroot is said at once
-    has_paired_ground_truth(options.dataroot)
+    size = parse_size(options.size)  # before a model loads: a bad --size is said at once
     back = (lambda: backend_for(options.model_back)) if options.model_back else None
-    paired = evaluate_dataset(backend_for(model), options.dataroot, size, back)
+    paired = evaluate_dataset(lambda: backend_for(model), options.dataroot, size, back)
     record = as_record(paired) | {"model": str(model), "dataroot": str(options.dataroot)}
     return f"{model} on {options.dataroot}", paired.columns(), record
