@@ -12,7 +12,6 @@ and SIGTERM 143.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from engines.options import ExportOptions
 from rtstyle import __version__, benchmark, demo
 from rtstyle.backends import BackendOptions, create_backend
 from rtstyle.benchmark import BenchmarkSettings
-from rtstyle.config import Command, dataclass_from_args, given_options
+from rtstyle.config import Command, dataclass_from_args, given_options, option_values
 from rtstyle.demo import DemoOptions
 from rtstyle.download import download_official_model
 from rtstyle.errors import UserError
@@ -145,10 +144,6 @@ def resume_args(p) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue OUT/NAME from its last.pt with its saved config (budgets, logging and device may "
                         "be given anew; for train, the schedule length too)")
-
-
-def option_values(cls, args) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def stop_code(result) -> int:

@@ -106,10 +106,13 @@ def _base_type(kind) -> type:
     return typing.get_args(kind)[0] if typing.get_origin(kind) is list else kind
 
 
+def option_values(cls: type, args: argparse.Namespace) -> dict:
+    """The values of `cls`'s fields that `args` holds, by name (how train and distill pass their options on)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
 def dataclass_from_args(cls: type, args: argparse.Namespace, **overrides):
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-    values.update(overrides)
-    return cls(**values)
+    return cls(**(option_values(cls, args) | overrides))
 
 
 @dataclasses.dataclass(frozen=True)
