@@ -48,15 +48,14 @@ class BusyCores:
         self.procs = []
 
 
-def bare_fps(backend: Backend, frame: np.ndarray, size: int | None, seconds: float) -> float:
-    """`backend.infer` on one preprocessed frame for at least `seconds` (and 3 calls): frames per second."""
-    x, _ = preprocess(frame[None], size)
-    backend.infer(x)  # this shape's first call may compile
+def bare_fps(backend: Backend, x, seconds: float) -> float:
+    """`backend.infer(x)` (a preprocessed (b, 3, h, w) batch) for at least `seconds` and 3 calls: frames per
+    second. The caller makes the shape's first call, which may compile."""
     start, calls = time.perf_counter(), 0
     while calls < 3 or time.perf_counter() - start < seconds:
         backend.infer(x)
         calls += 1
-    return calls / (time.perf_counter() - start)
+    return calls * x.shape[0] / (time.perf_counter() - start)
 
 
 def live_record(backend: Backend, source: str, size: int | None, seconds: float = 10.0,
@@ -74,7 +73,9 @@ def live_record(backend: Backend, source: str, size: int | None, seconds: float 
                       stabilize=stabilize, skip_similar=skip_similar)
     if not first:
         raise RuntimeError(f"--live {source}: no frame arrived ({report.ended})")
-    bare = bare_fps(backend, first[0], size, bare_seconds)
+    x, _ = preprocess(first[0][None], size)
+    backend.infer(x)  # this shape's first call may compile
+    bare = bare_fps(backend, x, bare_seconds)
     latencies_ms = 1000 * np.asarray(report.latencies)
     return {"source": source, "realtime": realtime, "frames": report.frames, "seconds": report.seconds,
             "live_fps": report.fps, "bare_fps": bare, "live_vs_bare": report.fps / bare if bare else float("nan"),

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .bench_live import BusyCores, live_record
+from .bench_live import BusyCores, bare_fps, live_record
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
@@ -162,24 +162,16 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     with VideoReader(clip) as reader:
         frame, _ = next(iter(reader))
     x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
-
-    def bare() -> float:
-        start, calls = time.perf_counter(), 0
-        while calls < 3 or time.perf_counter() - start < bare_seconds:
-            backend.infer(x)
-            calls += 1
-        return calls * batch / (time.perf_counter() - start)
-
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
-    before = bare()
+    before = bare_fps(backend, x, bare_seconds)
     result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
                            batch=batch, overwrite=True)
-    after = bare()
-    bare_fps = (before + after) / 2
+    after = bare_fps(backend, x, bare_seconds)
+    bare = (before + after) / 2
     stages = result.times.ms_per_frame()
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
-            "bare_fps": bare_fps, "bare_fps_before": before, "bare_fps_after": after,
-            "e2e_vs_bare": result.fps / bare_fps, "pipeline_infer_fps": 1000.0 / stages["infer"],
+            "bare_fps": bare, "bare_fps_before": before, "bare_fps_after": after,
+            "e2e_vs_bare": result.fps / bare, "pipeline_infer_fps": 1000.0 / stages["infer"],
             "stage_ms_per_frame": stages}
 
 
