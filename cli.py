@@ -227,7 +227,7 @@ def run_webcam(args) -> int:
     running(args, backend, f"{source.name} ({'live, newest frame only' if source.live else 'every frame'})",
             f"size {options.size or 'native'}")
     report = run_live(source, FrameTranslator(backend, options.size), options, log=say,
-                      stabilize=stabilize_from_args(args), skip_similar=args.skip_similar, sinks=sinks)
+                      stabilize=stabilize_from_args(args), sinks=sinks)
     say("\n".join(report.summary(skip_similar=args.skip_similar is not None)))
     if report.error:
         say(f"[red]error:[/] {report.error}")

@@ -69,8 +69,8 @@ def live_record(backend: Backend, source: str, size: int | None, seconds: float 
             first.append(item.rgb)
 
     report = run_live(open_source(source, realtime=realtime, log=log), FrameTranslator(backend, size),
-                      LiveOptions(size=size, show=False, duration=seconds), log=log, on_frame=on_frame,
-                      stabilize=stabilize, skip_similar=skip_similar)
+                      LiveOptions(size=size, show=False, duration=seconds, skip_similar=skip_similar), log=log,
+                      on_frame=on_frame, stabilize=stabilize)
     if not first:
         raise RuntimeError(f"--live {source}: no frame arrived ({report.ended})")
     x, _ = preprocess(first[0][None], size)

@@ -142,32 +142,28 @@ def open_live(options: LiveOptions, outputs: OutputOptions, load_backend: Callab
 def run_live(source: Source, translator: FrameTranslator, options: LiveOptions = LiveOptions(), *,
              log: Callable[[str], None] = print,
              on_frame: Callable[[Captured, np.ndarray, float], None] | None = None,
-             stabilize: StabilizeOptions | None = None, skip_similar: float | None = None,
-             sinks: Sequence[Sink] = ()) -> LiveReport:
+             stabilize: StabilizeOptions | None = None, sinks: Sequence[Sink] = ()) -> LiveReport:
     """Translate frames from `source` until it ends, a limit is reached, `q`/Esc, Ctrl-C, SIGTERM or SIGHUP.
 
     A window opens when `options.show` (DisplayUnavailable where none can). `on_frame(captured, translated,
     latency_s)` is called after each frame is shown/recorded. The source is closed on return. `stabilize` and
-    `skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar). Every view also goes to each
-    of `sinks` (closed on return, like the source).
+    `options.skip_similar` are `steady.SteadyTranslator`'s (--stabilize, --skip-similar). Every view also goes
+    to each of `sinks` (closed on return, like the source).
     """
     with stop_signals_interrupt():  # SIGTERM and SIGHUP end the session as Ctrl-C does, recording kept
-        return _run_live(source, translator, options, log, on_frame, stabilize, skip_similar, sinks)
+        return _run_live(source, translator, options, log, on_frame, stabilize, sinks)
 
 
-def _run_live(source, translator, options, log, on_frame, stabilize, skip_similar, sinks) -> LiveReport:
-    if options.record and options.record.exists() and not options.overwrite:
-        source.close()
-        close_sinks(sinks)
-        raise OutputExistsError(f"{options.record} exists; pass --overwrite to replace it")
+def _run_live(source, translator, options, log, on_frame, stabilize, sinks) -> LiveReport:
     try:
+        options.check()  # webcam checked before loading; a caller that did not is refused here, source closed
         window = Window() if options.show else None
     except BaseException:
         source.close()
         close_sinks(sinks)
         raise
     report = LiveReport(times=translator.times)
-    steady = SteadyTranslator(translator, stabilize, skip_similar)
+    steady = SteadyTranslator(translator, stabilize, options.skip_similar)
     stage = TranslateStage(source, steady, options.read_timeout)  # reads and translates in its own thread
     recorder: VideoWriter | None = None
     show_original, overlay = False, options.overlay
