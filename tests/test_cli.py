@@ -18,20 +18,16 @@ import torch
 
 import cli
 from conftest import ROOT, StaticServer, run_cli
-from media_helpers import make_clip, probe
+from media_helpers import make_clip, probe, tiny_model  # noqa: F401 (a fixture)
 from rtstyle.errors import UserError
-from rtstyle.models import GeneratorConfig, ResnetGenerator
-from rtstyle.weights import ModelInfo, save_generator
 
 TORCH = ("--backend", "torch", "--precision", "fp32")  # auto could start background int8 builds
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    torch.manual_seed(1)
-    generator = ResnetGenerator(GeneratorConfig(ngf=8, n_blocks=2))
-    path = tmp_path_factory.mktemp("cli-models") / "tiny.safetensors"
-    return save_generator(generator, path, ModelInfo(config=generator.config, direction="a->b", name="tiny"))
+@pytest.fixture
+def tiny(tiny_model) -> Path:
+    """media_helpers' seeded ngf-8 generator, under the short name these tests use."""
+    return tiny_model
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
