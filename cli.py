@@ -132,7 +132,7 @@ def run_benchmark(args) -> int:
     command_line = "python cli.py " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["benchmark"] else None
     records, document = benchmark.run_benchmark(args.model, dataclass_from_args(BenchmarkSettings, args),
                                                 plain, command_line)
-    print_benchmark(args.model, records, console)
+    print_benchmark(args.model, records, console, document.get("comparison", []))
     if args.json:
         benchmark.write_report(args.json, document)
         say(f"wrote {args.json}")

@@ -91,6 +91,7 @@ class Record:
     timed_calls: int = 0
     error: str | None = None
     extra: dict = field(default_factory=dict)
+    model: str = ""  # "" for the benchmarked model; the other model's name in a `--compare` run
 
 
 def sample_frames(count: int, size: tuple[int, int], video: Path | None = None) -> np.ndarray:
@@ -205,117 +206,150 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
-            live: str | None = None, live_seconds: float = 10.0) -> list[Record]:
+            live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
 
+    With `compare` (a second model, e.g. a teacher's distilled student), every variant of that model is timed
+    in the same rounds too; its records carry `model=compare` and their ratios and accuracy are against that
+    model's own eager fp32 baseline.
     With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
     With `busy` > 0 every round is timed twice, idle and with `busy` spinning processes beside it
     (`extra["busy"]`); with `live`, `extra["live"]` is `bench_live.live_record` on that source.
     """
     specs = [BASELINE] + [v for v in dict.fromkeys(variants) if v != BASELINE]
+    models = [model] + ([compare] if compare else [])
+    entries = [(m, spec) for m in models for spec in specs]  # what is timed: (model, variant)
+
+    def label(entry) -> str:
+        return entry[1] if entry[0] == model else f"{entry[0]} {entry[1]}"
+
     count = max(batch, 5)
     frames = sample_frames(count + (-count) % batch, size, video)  # whole batches only
     x_all = frames_to_tensor(frames)  # (n, 3, h, w) in [-1, 1]
     x = x_all[:batch]  # the timed input
-    backends: dict[str, Backend] = {}
-    errors: dict[str, str] = {}
-    outputs: dict[str, torch.Tensor] = {}
-    memory: dict[str, tuple[float, float, float | None, float]] = {}
-    for spec in specs:
-        log(f"{size[0]}x{size[1]} batch {batch}: preparing {spec}")
+    backends: dict[tuple[str, str], Backend] = {}
+    errors: dict[tuple[str, str], str] = {}
+    outputs: dict[tuple[str, str], torch.Tensor] = {}
+    memory: dict[tuple[str, str], tuple[float, float, float | None, float]] = {}
+    for entry in entries:
+        log(f"{size[0]}x{size[1]} batch {batch}: preparing {label(entry)}")
         start, rss_before = time.perf_counter(), _rss_mib("VmRSS")
         _reset_peak_rss()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         try:
-            backend = create_backend(model, Variant(spec).options(device), log=log)
+            backend = create_backend(entry[0], Variant(entry[1]).options(device), log=log)
             for _ in range(warmup):
                 backend.infer(x)
-            outputs[spec] = _outputs(backend, x_all, batch)
-            backends[spec] = backend
+            outputs[entry] = _outputs(backend, x_all, batch)
+            backends[entry] = backend
         except Exception as e:  # a variant that cannot run here is reported, not fatal
-            errors[spec] = f"{type(e).__name__}: {e}"
-            log(f"{spec}: not measured: {errors[spec]}")
+            errors[entry] = f"{type(e).__name__}: {e}"
+            log(f"{label(entry)}: not measured: {errors[entry]}")
             continue
         peak = _rss_mib("VmHWM")
         cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
-        memory[spec] = (peak - rss_before, peak, cuda, time.perf_counter() - start)
-    if BASELINE not in backends:
-        raise RuntimeError(f"the eager fp32 baseline could not run: {errors.get(BASELINE)}")
+        memory[entry] = (peak - rss_before, peak, cuda, time.perf_counter() - start)
+    for m in models:
+        if (m, BASELINE) not in backends:
+            raise RuntimeError(f"the eager fp32 baseline of {m} could not run: {errors.get((m, BASELINE))}")
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     timed: dict = dict(backends)
-    plain = plain_loop(model, backends[BASELINE])
+    plain = plain_loop(model, backends[(model, BASELINE)])
     if plain is not None:
         plain.infer(x)  # its warm-up
-        timed[PLAIN] = plain
-    times: dict[str, list[float]] = {s: [] for s in timed}
-    busy_times: dict[str, list[float]] = {s: [] for s in timed}  # the same rounds with `busy` cores spinning
+        timed[(model, PLAIN)] = plain
+    times: dict[tuple[str, str], list[float]] = {e: [] for e in timed}
+    busy_times: dict[tuple[str, str], list[float]] = {e: [] for e in timed}  # the same rounds, `busy` cores spinning
     order = list(timed)
     for r in range(rounds):
         for kept, busy_now in ((times, 0), (busy_times, busy))[:2 if busy else 1]:
             with BusyCores(busy_now):
-                for spec in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+                for entry in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
                     for _ in range(per_round):
                         begin = time.perf_counter()
-                        timed[spec].infer(x)
+                        timed[entry].infer(x)
                         sync()
-                        kept[spec].append((time.perf_counter() - begin) * 1000.0)
+                        kept[entry].append((time.perf_counter() - begin) * 1000.0)
         log(f"{size[0]}x{size[1]} batch {batch}: round {r + 1}/{rounds} " + ", ".join(
-            f"{s} {statistics.median(times[s]):.0f} ms" + (f" ({statistics.median(busy_times[s]):.0f} busy)"
-                                                            if busy else "") for s in order))
+            f"{label(e)} {statistics.median(times[e]):.0f} ms" + (f" ({statistics.median(busy_times[e]):.0f} busy)"
+                                                                 if busy else "") for e in order))
     conversions = {}
     if video is not None and e2e_frames > 0:
         import tempfile
 
         with tempfile.TemporaryDirectory(prefix="rtstyle-bench-") as folder:
             clip = video_excerpt(video, e2e_frames, Path(folder))
-            for spec in backends:
-                log(f"{spec}: converting the first {e2e_frames} frames of {video.name} end to end")
-                conversions[spec] = end_to_end(backends[spec], clip, min(size), batch, Path(folder), bare_seconds)
-                log(f"{spec}: end to end {conversions[spec]['e2e_fps']:.2f} fps, bare "
-                    f"{conversions[spec]['bare_fps']:.2f} fps at {conversions[spec]['processing']}")
+            for entry in backends:
+                log(f"{label(entry)}: converting the first {e2e_frames} frames of {video.name} end to end")
+                conversions[entry] = end_to_end(backends[entry], clip, min(size), batch, Path(folder), bare_seconds)
+                log(f"{label(entry)}: end to end {conversions[entry]['e2e_fps']:.2f} fps, bare "
+                    f"{conversions[entry]['bare_fps']:.2f} fps at {conversions[entry]['processing']}")
     lives = {}
-    for spec in backends if live else ():
-        log(f"{spec}: the live loop on {live} for {live_seconds:g} s")
-        lives[spec] = live_record(backends[spec], live, min(size), live_seconds, bare_seconds, log=log)
-        log(f"{spec}: live {lives[spec]['live_fps']:.2f} fps, bare {lives[spec]['bare_fps']:.2f} fps, latency "
-            f"p50 {lives[spec]['latency_median_ms']:.0f} / p95 {lives[spec]['latency_p95_ms']:.0f} ms")
-    # MACs of the model at this size (rtstyle.macs: GAN Compression's convention), from its own metadata.
-    macs = generator_macs(backends[BASELINE].info.config, *size)
-    base_ms = statistics.median(times[BASELINE])
-    ref = outputs[BASELINE]
-    ref_frames = tensor_to_frames(ref)
+    for entry in backends if live else ():
+        log(f"{label(entry)}: the live loop on {live} for {live_seconds:g} s")
+        lives[entry] = live_record(backends[entry], live, min(size), live_seconds, bare_seconds, log=log)
+        log(f"{label(entry)}: live {lives[entry]['live_fps']:.2f} fps, bare {lives[entry]['bare_fps']:.2f} fps, "
+            f"latency p50 {lives[entry]['latency_median_ms']:.0f} / p95 {lives[entry]['latency_p95_ms']:.0f} ms")
     records = []
-    for spec in specs:
-        if spec in errors:
-            records.append(Record(spec, "", size, batch, *([math.nan] * 11), error=errors[spec]))
-            continue
-        ts = sorted(times[spec])
-        med = statistics.median(ts)
-        # Per-round ratios (the baseline's and this variant's calls of the same round): how much the ratio moved.
-        per_round_ratio = sorted(statistics.median(times[BASELINE][r * per_round:(r + 1) * per_round])
-                                 / statistics.median(times[spec][r * per_round:(r + 1) * per_round])
-                                 for r in range(rounds))
-        out_frames = tensor_to_frames(outputs[spec])
-        added, peak, cuda, setup = memory[spec]
-        records.append(Record(
-            variant=spec, backend=backends[spec].describe(), size=size, batch=batch, ms_median=med,
-            ms_p10=ts[int(0.1 * (len(ts) - 1))], ms_p90=ts[int(math.ceil(0.9 * (len(ts) - 1)))],
-            fps=batch * 1000.0 / med, ratio_vs_fp32=base_ms / med,
-            max_abs_err=float((outputs[spec] - ref).abs().max()), psnr_db=psnr_db(ref_frames, out_frames),
-            psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
-            added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
-            extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio, "macs": macs}
-            | ({"video": conversions[spec]} if spec in conversions else {})
-            | ({"live": lives[spec]} if spec in lives else {})
-            | ({"busy": {"cores": busy, "ms_median": statistics.median(busy_times[spec]),
-                         "busy_vs_idle": statistics.median(busy_times[spec]) / med}} if busy else {})
-            | (_plain_check(times, base_ms) if spec == BASELINE and PLAIN in times else {})))
+    for m in models:
+        # MACs of the model at this size (rtstyle.macs: GAN Compression's convention), from its own metadata.
+        macs = generator_macs(backends[(m, BASELINE)].info.config, *size)
+        base_times = times[(m, BASELINE)]
+        base_ms = statistics.median(base_times)
+        ref = outputs[(m, BASELINE)]
+        ref_frames = tensor_to_frames(ref)
+        name = "" if m == model else m
+        for spec in specs:
+            entry = (m, spec)
+            if entry in errors:
+                records.append(Record(spec, "", size, batch, *([math.nan] * 11), error=errors[entry], model=name))
+                continue
+            ts = sorted(times[entry])
+            med = statistics.median(ts)
+            # Per-round ratios (the baseline's and this variant's calls of the same round): how much it moved.
+            per_round_ratio = sorted(statistics.median(base_times[r * per_round:(r + 1) * per_round])
+                                     / statistics.median(times[entry][r * per_round:(r + 1) * per_round])
+                                     for r in range(rounds))
+            out_frames = tensor_to_frames(outputs[entry])
+            added, peak, cuda, setup = memory[entry]
+            records.append(Record(
+                variant=spec, backend=backends[entry].describe(), size=size, batch=batch, ms_median=med,
+                ms_p10=ts[int(0.1 * (len(ts) - 1))], ms_p90=ts[int(math.ceil(0.9 * (len(ts) - 1)))],
+                fps=batch * 1000.0 / med, ratio_vs_fp32=base_ms / med,
+                max_abs_err=float((outputs[entry] - ref).abs().max()), psnr_db=psnr_db(ref_frames, out_frames),
+                psnr_min_db=min(psnr_db(r, o) for r, o in zip(ref_frames, out_frames)),
+                added_mib=added, peak_rss_mib=peak, peak_cuda_mib=cuda, setup_s=setup, timed_calls=len(ts),
+                model=name, extra={"accuracy_frames": len(ref_frames), "ratio_rounds": per_round_ratio, "macs": macs}
+                | ({"video": conversions[entry]} if entry in conversions else {})
+                | ({"live": lives[entry]} if entry in lives else {})
+                | ({"busy": {"cores": busy, "ms_median": statistics.median(busy_times[entry]),
+                             "busy_vs_idle": statistics.median(busy_times[entry]) / med}} if busy else {})
+                | (_plain_check(times[(model, PLAIN)], base_ms) if entry == (model, BASELINE) and plain is not None else {})))
     return records
 
 
-def _plain_check(times: dict[str, list[float]], base_ms: float) -> dict:
-    plain_ms = statistics.median(times[PLAIN])
+def comparison(records: list[Record]) -> list[dict]:
+    """Per size and batch of a `compare` run: the fastest variant of each model and the fps ratio between them
+    (the compared model's best over the main model's best), from the same interleaved rounds."""
+    rows = []
+    for size, batch in dict.fromkeys((r.size, r.batch) for r in records):
+        best = {}
+        for r in records:
+            if r.size == size and r.batch == batch and not r.error and (r.model not in best
+                                                                        or r.fps > best[r.model].fps):
+                best[r.model] = r
+        if len(best) == 2:
+            main, other = best[""], next(r for m, r in best.items() if m)
+            rows.append({"size": list(size), "batch": batch, "model_best": main.variant, "model_fps": main.fps,
+                         "compare": other.model, "compare_best": other.variant, "compare_fps": other.fps,
+                         "fps_ratio": other.fps / main.fps,
+                         "macs_ratio": main.extra["macs"] / other.extra["macs"]})
+    return rows
+
+
+def _plain_check(plain_times: list[float], base_ms: float) -> dict:
+    plain_ms = statistics.median(plain_times)
     return {"plain_no_grad_ms": plain_ms, "baseline_vs_plain": base_ms / plain_ms}
 
 
@@ -392,6 +426,9 @@ class BenchmarkSettings:
     json: Path | None = field(default=None, metadata={
         "help": "also write the records, settings and machine description here"})
     fast: bool = field(default=False, metadata={"help": "benchmark the model's distilled student instead"})
+    compare: str | None = field(default=None, metadata={
+        "metavar": "MODEL", "help": "also measure MODEL (say, the model's distilled student) in the same "
+                                    "interleaved rounds, and report the fps ratio of each model's fastest variant"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "device", parse_device(self.device))
@@ -416,11 +453,22 @@ class BenchmarkSettings:
             raise UserError(f"--video {self.video}: no such file")
         return sizes, batches
 
+    def check_compare(self, model: str) -> None:
+        """A `--compare` model must exist and differ from the benchmarked one (UserError otherwise)."""
+        if self.compare is None:
+            return
+        from .store import resolve_model
+
+        if resolve_model(self.compare).resolve() == resolve_model(model).resolve():
+            raise UserError(f"--compare {self.compare}: that is the benchmarked model itself; name another "
+                            "model (for example its distilled student, see `python cli.py models`)")
+
 
 def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], None],
                   command: str | None = None) -> tuple[list[Record], dict]:
     """Every variant at every size and batch; returns the records and the JSON document describing the run."""
     sizes, batches = settings.check()
+    settings.check_compare(model)
     variants = settings.variants()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -433,13 +481,15 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
-                               busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds)
+                               busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
+                               compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
-                             "busy": settings.busy, "live": settings.live, "baseline": BASELINE},
-                "records": as_dicts(records)}
+                             "busy": settings.busy, "live": settings.live, "baseline": BASELINE,
+                             "compare": settings.compare},
+                "records": as_dicts(records)} | ({"comparison": comparison(records)} if settings.compare else {})
     return records, document
 
 

@@ -25,24 +25,27 @@ def print_table(title: str, columns: dict[str, str]) -> None:
     Console().print(table)
 
 
-def print_benchmark(model: str, records: list, console: Console) -> None:
-    """The benchmark's table (stdout, wide when piped) and its per-variant notes (console)."""
+def print_benchmark(model: str, records: list, console: Console, comparison: list[dict] = ()) -> None:
+    """The benchmark's table (stdout, wide when piped), its per-variant notes and, for a `--compare` run,
+    each model's fastest variant and their fps ratio (`benchmark.comparison`) on the console."""
     table = Table(title=f"{model}: speed ratio and accuracy vs eager fp32 PyTorch, same rounds")
     has = {key: any(key in r.extra for r in records if not r.error) for key in ("video", "live", "busy")}
     video_columns = ("video at", "e2e fps", "bare fps", "e2e/bare") if has["video"] else ()
     live_columns = ("live fps", "live/bare", "latency p50/p95 ms", "dropped") if has["live"] else ()
     busy_columns = ("busy ms", "busy/idle") if has["busy"] else ()
-    for name in ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
+    compared = any(r.model for r in records)
+    for name in ("model",) * compared + ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
                  "PSNR dB (worst)", "+MiB", "setup s") + video_columns + live_columns + busy_columns:
-        table.add_column(name, justify="left" if name == "variant" else "right")
+        table.add_column(name, justify="left" if name in ("model", "variant") else "right")
     for r in records:
         size = f"{r.size[0]}x{r.size[1]}"
+        first = (Path(r.model or model).name,) * compared  # a store name, or a file's name
         if r.error:
-            table.add_row(r.variant, size, "", str(r.batch), f"[red]{r.error[:60]}[/]")
+            table.add_row(*first, r.variant, size, "", str(r.batch), f"[red]{r.error[:60]}[/]")
             continue
         low, high = r.extra["ratio_rounds"][0], r.extra["ratio_rounds"][-1]
         e2e, live, busy = (r.extra.get(key) for key in ("video", "live", "busy"))
-        table.add_row(r.variant, size, f"{r.extra['macs'] / 1e9:.3g}", str(r.batch),
+        table.add_row(*first, r.variant, size, f"{r.extra['macs'] / 1e9:.3g}", str(r.batch),
                       f"{r.ms_median:.1f} ({r.ms_p10:.0f}-{r.ms_p90:.0f})", f"{r.fps:.2f}", f"{r.ratio_vs_fp32:.2f}",
                       f"{low:.2f}-{high:.2f}", f"{r.max_abs_err:.3g}", f"{r.psnr_db:.1f} ({r.psnr_min_db:.1f})",
                       f"{r.added_mib:.0f}", f"{r.setup_s:.1f}",
@@ -55,6 +58,11 @@ def print_benchmark(model: str, records: list, console: Console) -> None:
     Console(width=None if sys.stdout.isatty() else 200).print(table)
     for variant, backend in dict.fromkeys((r.variant, r.backend) for r in records if not r.error):
         console.print(f"{variant}: {backend}", markup=False)
+    for row in comparison:
+        console.print(f"fastest at {row['size'][0]}x{row['size'][1]} batch {row['batch']}: {model} "
+                      f"{row['model_best']} {row['model_fps']:.2f} fps, {row['compare']} {row['compare_best']} "
+                      f"{row['compare_fps']:.2f} fps: {row['fps_ratio']:.2f}x the fps for {row['macs_ratio']:.1f}x "
+                      "fewer MACs, same rounds", markup=False)
     for r in (r for r in records if "baseline_vs_plain" in r.extra):
         console.print(f"baseline check at {r.size[0]}x{r.size[1]} batch {r.batch}: eager fp32 backend "
                       f"{r.ms_median:.1f} ms, plain torch.no_grad() loop {r.extra['plain_no_grad_ms']:.1f} ms "

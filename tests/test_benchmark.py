@@ -22,6 +22,8 @@ from rtstyle.backends.select import Environment
 from conftest import TINY
 from rtstyle.benchmark import BASELINE, Variant, available_variants, measure, sample_frames
 from rtstyle.macs import generator_macs
+from rtstyle.models import GeneratorConfig, ResnetGenerator
+from rtstyle.weights import ModelInfo, save_generator
 from rtstyle.store import DEMO_CLIP
 from rtstyle.transforms import parse_hw as parse_size  # the one HxW parser, which --sizes uses
 
@@ -29,7 +31,7 @@ HAS_ORT = importlib.util.find_spec("onnxruntime") is not None
 HAS_INT8 = all(importlib.util.find_spec(m) is not None for m in ("openvino", "nncf"))
 FIELDS = {"variant", "backend", "size", "batch", "ms_median", "ms_p10", "ms_p90", "fps", "ratio_vs_fp32",
           "max_abs_err", "psnr_db", "psnr_min_db", "added_mib", "peak_rss_mib", "peak_cuda_mib", "setup_s",
-          "timed_calls", "error", "extra"}
+          "timed_calls", "error", "extra", "model"}
 
 
 def _check_baseline(record: dict) -> None:
@@ -91,6 +93,45 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
         assert video["pipeline_infer_fps"] == pytest.approx(1000 / video["stage_ms_per_frame"]["infer"])
         assert {"decode", "infer", "encode"} <= set(video["stage_ms_per_frame"])
     assert records[1].error is None and 30 <= records[1].psnr_min_db < math.inf  # bf16: close, not identical
+
+
+def test_compare_times_a_second_model_in_the_same_rounds(tiny_model_path, tmp_path, capsys):
+    """`--compare STUDENT`: both models' variants in one interleaved run, each against its own fp32 baseline,
+    and the fps ratio of each model's fastest variant (issue 12's student-vs-teacher figure)."""
+    torch.manual_seed(1)
+    small = GeneratorConfig(ngf=4, n_blocks=1, upsample="resize")
+    student = tmp_path / "student.safetensors"
+    save_generator(ResnetGenerator(small).eval(), student, ModelInfo(config=small, direction="a->b", train_size=64,
+                                                                      name="student"))
+    out = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--model", str(tiny_model_path), "--compare", str(student), "--backends",
+                     "torch:fp32,torch:bf16", "--sizes", "32,32x48", "--rounds", "2", "--per-round", "1",
+                     "--warmup", "0", "--json", str(out)]) == 0
+    document = json.loads(out.read_text())
+    records = document["records"]
+    assert [(r["model"], r["variant"], r["size"]) for r in records] == [
+        (m, v, size) for size in ("32x32", "32x48") for m in ("", str(student)) for v in (BASELINE, "torch:bf16")]
+    for r in records:
+        assert r["error"] is None and r["timed_calls"] == 2
+        assert r["extra"]["macs"] == generator_macs(small if r["model"] else TINY, *parse_size(r["size"]))
+    for baseline in (r for r in records if r["variant"] == BASELINE):
+        _check_baseline(baseline)  # the student's baseline is its own fp32, not the teacher's
+    assert sum("baseline_vs_plain" in r["extra"] for r in records) == 2  # the plain check: main model only
+    rows = document["comparison"]
+    assert [row["size"] for row in rows] == [[32, 32], [32, 48]]
+    for row, size in zip(rows, ("32x32", "32x48")):
+        best = {m: max((r for r in records if r["model"] == m and r["size"] == size), key=lambda r: r["fps"])
+                for m in ("", str(student))}
+        assert row["model_best"] == best[""]["variant"] and row["compare_best"] == best[str(student)]["variant"]
+        assert row["fps_ratio"] == pytest.approx(best[str(student)]["fps"] / best[""]["fps"])
+        assert row["macs_ratio"] == pytest.approx(generator_macs(TINY, 32, 32) / generator_macs(small, 32, 32),
+                                                  rel=0.05)
+    shown = capsys.readouterr()
+    assert "fastest at 32x48 batch 1" in shown.err and "x the fps for" in shown.err
+    assert "student.safetensors" in shown.out  # the model column
+    # The benchmarked model itself is not a comparison: refused before anything is measured.
+    assert cli.main(["benchmark", "--model", str(tiny_model_path), "--compare", str(tiny_model_path)]) == 2
+    assert "the benchmarked model itself" in capsys.readouterr().err
 
 
 def test_sample_frames_from_video_and_default():
