@@ -188,3 +188,54 @@ def test_int8_quantises_the_resize_convs_and_passes_its_psnr_check(store):
         expected = tensor_to_frames(generator(x))
     got = tensor_to_frames(torch.cat([runner.infer(x[i:i + 1]) for i in range(len(x))]))
     assert min(psnr_db(e, g) for e, g in zip(expected, got)) >= 30
+
+
+# --- TensorRT: the graph checks that run anywhere, and the build that needs a GPU ---------------------------
+@pytest.mark.skipif(not HAS_ONNX, reason="needs onnx and onnxruntime (the [onnx] extra)")
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dynamic", "fixed"])
+def test_both_layouts_export_graphs_the_tensorrt_parser_takes(store, dynamic, tmp_path):
+    """TensorRT builds from the same ONNX graph; the parser's documented restrictions (Resize modes, constant
+    weights and InstanceNorm parameters) are checked on it here, where no TensorRT runs."""
+    import onnx
+    from onnx import helper
+
+    from engines import ExportOptions, export_model
+    from rtstyle.formats.tensorrt import parser_problems
+
+    torch.manual_seed(4)
+    deconv = GeneratorConfig(ngf=8, n_blocks=2)
+    save_generator(ResnetGenerator(deconv).eval(), store / "tinyd.safetensors",
+                   ModelInfo(config=deconv, direction="a->b", train_size=64, name="tinyd"))
+    options = ExportOptions(dynamic=dynamic, size="" if dynamic else "36x52")
+    graphs = {name: onnx.load(str(export_model(name, "onnx", options, out=tmp_path / f"{name}.onnx").path))
+              for name in ("tinyr", "tinyd")}
+    for name, model in graphs.items():
+        assert parser_problems(model) == [], name
+    # The check is not vacuous: the same graph with a mode TensorRT lacks, or a computed weight, is named.
+    model = graphs["tinyr"]
+    resize = next(node for node in model.graph.node if node.op_type == "Resize")
+    for attribute in list(resize.attribute):
+        if attribute.name == "mode":
+            resize.attribute.remove(attribute)
+    resize.attribute.append(helper.make_attribute("mode", "cubic"))
+    conv = next(node for node in model.graph.node if node.op_type == "Conv")
+    conv.input[1] = model.graph.input[0].name
+    problems = parser_problems(model)
+    assert len(problems) == 2 and any("Resize mode='cubic'" in p for p in problems)
+    assert any("Conv input 1 (input) is computed" in p for p in problems)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None or not torch.cuda.is_available(),
+                    reason="needs the tensorrt package and a CUDA GPU")
+def test_tensorrt_fp16_runs_the_resize_layout_within_its_tolerance(store):
+    from engines import ExportOptions, export_model
+
+    result = export_model("tinyr", "tensorrt", ExportOptions(dynamic=True, half=True, size="64"))
+    assert result.max_abs_error <= 5e-2
+    generator, _ = load_model("tinyr")
+    runner = create_backend(str(result.path), BackendOptions(backend="auto"), log=None)
+    for shape in SHAPES:
+        x = torch.rand(shape) * 2 - 1
+        with torch.no_grad():
+            assert float((runner.infer(x) - generator(x)).abs().max()) <= 5e-2

@@ -15,7 +15,8 @@ every normalisation layer pinned to FP32 (InstanceNorm's variance in FP16 overfl
 timing cache reused across builds. Written against the documented TensorRT 10 API (weakly typed networks
 are removed in TensorRT 11, hence `SUPPORTED_MAJOR` and the `tensorrt-cu12>=10,<11` extra). Only
 `import_tensorrt`, `build_engine` and the device probe import tensorrt or need a GPU; the rest is tested
-on machines without one. UNTESTED ON REAL HARDWARE: no TensorRT has run this code yet.
+on machines without one, including `parser_problems`, which checks a graph (both upsampler layouts) against
+the ONNX parser's documented restrictions before a build. UNTESTED ON REAL HARDWARE: no TensorRT has run this code yet.
 """
 
 from __future__ import annotations
@@ -286,6 +287,45 @@ def engine_key(source_sha256: str, precision: str, profile: Profile, index: int)
     return EngineKey(precision=precision, profile=profile, source_sha256=source_sha256, **device_key_fields(index))
 
 
+# The ONNX-TensorRT parser's documented restrictions on the ops rtstyle's graphs hold (onnx/onnx-tensorrt,
+# docs/operators.md): Resize only in these modes; Conv/ConvTranspose weights and InstanceNormalization's scale
+# and bias only as initializers (constants), not computed tensors.
+TRT_RESIZE_MODES = {"mode": {"nearest", "linear"},
+                    "coordinate_transformation_mode": {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn",
+                                                       "asymmetric", "align_corners"},
+                    "nearest_mode": {"floor", "ceil", "round_prefer_floor", "round_prefer_ceil"}}
+ONNX_DEFAULTS = {"mode": "nearest", "coordinate_transformation_mode": "half_pixel",
+                 "nearest_mode": "round_prefer_floor"}  # the ONNX spec's defaults for an absent attribute
+_CONSTANT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "InstanceNormalization": (1, 2)}
+
+
+def parser_problems(model) -> list[str]:
+    """What in `model` (an onnx.ModelProto) the TensorRT ONNX parser documents it cannot take; [] when nothing.
+
+    Checked before a build so that a graph TensorRT would reject (a Resize in cubic mode, say, or weights that
+    are computed) fails on any machine with the reason, not minutes into a GPU build with a parser message.
+    """
+    from onnx import helper
+
+    constants = {i.name for i in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    problems = []
+    for node in model.graph.node:
+        name = node.name or node.op_type
+        if node.op_type == "Resize":
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            for attr, allowed in TRT_RESIZE_MODES.items():
+                value = attrs.get(attr, ONNX_DEFAULTS[attr])
+                value = value.decode() if isinstance(value, bytes) else value
+                if value not in allowed:
+                    problems.append(f"{name}: Resize {attr}={value!r} (TensorRT takes {', '.join(sorted(allowed))})")
+        for index in _CONSTANT_INPUTS.get(node.op_type, ()):
+            if index < len(node.input) and node.input[index] and node.input[index] not in constants:
+                problems.append(f"{name}: {node.op_type} input {index} ({node.input[index]}) is computed, and "
+                                "TensorRT needs it as an initializer")
+    return problems
+
+
 def build_engine(onnx_bytes: bytes, meta: ArtifactMeta, key: EngineKey, *, workspace_gb: float = DEFAULT_WORKSPACE_GB,
                  timing_cache: Path | None = None, log: Callable[[str], None] | None = None) -> bytes:
     """Serialised engine plan for `onnx_bytes` under `key` (precision, profile). Raises on parser errors."""
@@ -397,6 +437,9 @@ def prepare_engine(source: Path, precision: str = "fp16", profile: Profile | Non
         onnx_model = onnx.load(str(onnx_path))
     model = onnx_model
     meta = read_onnx_meta(model, str(source))
+    problems = parser_problems(model)
+    if problems:
+        raise ArtifactError(f"{source}: TensorRT's ONNX parser cannot take this graph: " + "; ".join(problems[:5]))
     if profile is None:
         opt = (meta.info.train_size, meta.info.train_size) if meta.dynamic else (meta.height, meta.width)
         profile = Profile.for_shapes(meta.info.config.input_nc, opt, meta.dynamic)
