@@ -149,7 +149,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(teacher, tmp_path):
     photos(tmp_path / "data" / "trainB", PHOTOS[4:])
     common = ["--teacher", "teach", "--dataroot", tmp_path / "data", "--out", out, *TINY_ARGS, "--max-steps", "12",
               "--log-every", "1", "--save-every", "2", "--eval-every", "4", "--seed", "3", "--lambda-gan", "0.5",
-              "--ndf", "4", "--no-install"]
+              "--ndf", "4", "--no-install", "--lr-decay-steps", "8"]
     assert cli("distill", "--name", "straight", *common).returncode == 0
 
     proc = subprocess.Popen([sys.executable, "cli.py", "distill", "--name", "killed", *map(str, common)], cwd=ROOT,
@@ -176,6 +176,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(teacher, tmp_path):
     assert rows(out / "killed" / "losses.csv") != [] and [r["l1"] for r in rows(out / "killed" / "losses.csv")] == \
         [r["l1"] for r in rows(out / "straight" / "losses.csv")]
     assert [int(row["step"]) for row in rows(out / "killed" / "fidelity.csv")] == [4, 8, 12]
+    # --lr-decay-steps 8 of 12: constant for 4 steps, then linear to 0 (step s runs at lr * (12 - (s - 1)) / 8),
+    # the same after the resume, since it is a function of the step alone.
+    expected = [2e-4 * min(1.0, (12 - (step - 1)) / 8) for step in range(1, 13)]
+    assert [float(row["lr"]) for row in rows(out / "killed" / "losses.csv")] == pytest.approx(expected)
 
 
 @pytest.mark.slow
@@ -336,6 +340,9 @@ def test_bad_teacher_data_and_student_are_refused_before_anything_is_written(tea
     assert "does not fit in the teacher (ngf 8, 3 blocks)" in err and "--init normal" in err
     err = _refused(tmp_path, isolated_store, "--teacher", "teach", "--dataroot", good, "--crop-size", "30")
     assert "--crop-size must be a positive multiple of 4" in err
+    err = _refused(tmp_path, isolated_store, "--teacher", "teach", "--dataroot", good, "--max-steps", "10",
+                   "--lr-decay-steps", "20")
+    assert "--lr-decay-steps must be between 0 and --max-steps (10), got 20" in err
 
 
 def test_a_teacher_artifact_and_an_occupied_store_name_are_refused(teacher, tmp_path, isolated_store):

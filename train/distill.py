@@ -329,6 +329,7 @@ def _distill(config: DistillConfig, resume: bool, console: Console, dist: Distri
             tick = time.monotonic()
             for batch in loader:
                 real, real_b = batch if isinstance(batch, (list, tuple)) else (batch, None)
+                distiller.set_lr(config.lr_at(position.step))
                 losses = distiller.train_step(real, real_b)
                 position.elapsed_s += time.monotonic() - tick
                 position.step += 1

@@ -78,7 +78,9 @@ class DistillConfig(RunConfig):
     lambda_gan: float = _f(0.0, "weight of an LSGAN term from a fresh PatchGAN on DIR/trainB (0: off)")
     ndf: int = _f(64, "PatchGAN filters in the first conv layer (with --lambda-gan)")
     n_layers_d: int = _f(3, "PatchGAN stride-2 layers (3: the 70x70 PatchGAN)")
-    lr: float = _f(2e-4, "Adam learning rate (constant)")
+    lr: float = _f(2e-4, "Adam learning rate (constant unless --lr-decay-steps)")
+    lr_decay_steps: int = _f(0, "decay the learning rate linearly to 0 over the last N steps of --max-steps, as "
+                                "GAN Compression's distillation does (0: constant)")
     beta1: float = _f(0.5, "Adam beta1")
     # Run control
     precision: str = _f("auto", "arithmetic: auto (bf16 autocast where the device has native bf16, else fp32, as "
@@ -121,6 +123,10 @@ class DistillConfig(RunConfig):
             problems.append("every loss weight is 0 (--lambda-l1, --lambda-feat, --lambda-gan): nothing to learn")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"--max-steps must be >= 1, got {self.max_steps}")
+        if self.lr_decay_steps < 0 or (self.lr_decay_steps and (self.max_steps is None
+                                                                or self.lr_decay_steps > self.max_steps)):
+            problems.append(f"--lr-decay-steps must be between 0 and --max-steps ({self.max_steps}), got "
+                            f"{self.lr_decay_steps}")
         if self.max_minutes is not None and self.max_minutes <= 0:
             problems.append(f"--max-minutes must be > 0, got {self.max_minutes}")
         for name, choices in (("preprocess", PREPROCESS), ("precision", PRECISIONS), ("init", INITS)):
@@ -130,6 +136,13 @@ class DistillConfig(RunConfig):
             problems.append(f"--upsample must be one of {', '.join(UPSAMPLES)}, got {self.upsample!r}")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the step after `step` steps: constant, then linear to 0 over the last
+        `lr_decay_steps` of `max_steps` (a function of the step alone, so a resumed run follows it exactly)."""
+        if not self.lr_decay_steps:
+            return self.lr
+        return self.lr * min(1.0, (self.max_steps - step) / self.lr_decay_steps)
 
     def video_list(self) -> list[str]:
         return [v.strip() for v in (self.videos or "").split(",") if v.strip()]

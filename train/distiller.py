@@ -291,3 +291,8 @@ class Distiller:
     def lr(self) -> float:
         return self.opt_g.param_groups[0]["lr"]
 
+    def set_lr(self, lr: float) -> None:
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups if opt is not None else ():
+                group["lr"] = lr
+
