@@ -25,11 +25,14 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .temporal import consistency_mask, gray, make_flow, warp
+from .temporal import consistency_mask, gray, inside, make_flow, warp
 
 
 DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
+
+
+CHECKS = ("forward-backward", "photometric")
 
 
 def stabilize_option():
@@ -50,12 +53,21 @@ class StabilizeOptions:
     difference: float = 0.3  # luma difference (0..1, after a blur) at which the warped output's weight halves
     cut_inconsistent: float = 0.6  # a frame with more than this share of inconsistent flow is a cut
     cut_difference: float = 0.2  # ... or whose luma differs this much (mean abs, 0..1) from its warped predecessor
+    # How the flow is checked: "forward-backward" (a second flow, t-1 -> t, must undo the first; Ruder et al.
+    # 2016) or "photometric" (the input frame t-1 moved along the flow must match frame t; one flow, half the
+    # cost, as Bonneel et al. 2015 weigh by warped-input agreement).
+    check: str = "photometric"  # measured: steadier and cheaper than forward-backward (BENCHMARKS.md)
+    # check photometric: a pixel is untrusted where the blurred luma mismatch exceeds this fraction of the frame's
+    # contrast (its mean absolute luma deviation), so a low-contrast scene is judged by its own scale
+    photometric: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
             raise ValueError(f"--stabilize strength must be in [0, 1), got {self.strength}")
         if self.flow_size < 16:
             raise ValueError(f"stabilize flow_size must be at least 16, got {self.flow_size}")
+        if self.check not in CHECKS:
+            raise ValueError(f"stabilize check must be one of {', '.join(CHECKS)}, got {self.check!r}")
         if self.flow_preset not in DIS_PRESETS:
             raise ValueError(f"stabilize flow_preset must be one of {', '.join(DIS_PRESETS)}, got {self.flow_preset!r}")
 
@@ -95,9 +107,14 @@ class MotionEstimator:
             self.cuts += 1
             return Motion(None, None, cut=True, reason=f"size changed {shape[:2]} -> {rgb.shape[:2]}")
         back = self._flow(g, prev)  # (h', w', 2)
-        mask = consistency_mask(back, self._flow(prev, g))
-        inconsistent = 1.0 - float(mask.mean())
         moved = warp(prev, back).astype(np.float32)
+        if self.options.check == "forward-backward":
+            mask = consistency_mask(back, self._flow(prev, g))
+        else:
+            mismatch = cv2.GaussianBlur(np.abs(moved - g), (5, 5), 1.0)
+            contrast = max(float(np.mean(np.abs(g - g.mean()))), 1.0)
+            mask = (mismatch < self.options.photometric * contrast) & inside(back)
+        inconsistent = 1.0 - float(mask.mean())
         change = float(np.mean(np.abs(moved[mask] - g[mask]))) / 255.0 if mask.any() else 1.0
         if inconsistent > self.options.cut_inconsistent or change > self.options.cut_difference:
             self.cuts += 1

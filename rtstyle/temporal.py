@@ -76,8 +76,15 @@ def consistency_mask(flow_back: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
     fwd_at = cv2.remap(flow_fwd, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (h, w, 2)
     round_trip = np.sum((flow_back + fwd_at) ** 2, axis=2)
     bound = 0.01 * (np.sum(flow_back ** 2, axis=2) + np.sum(fwd_at ** 2, axis=2)) + 0.5
-    inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    return (round_trip <= bound) & inside
+    return (round_trip <= bound) & inside(flow_back)
+
+
+def inside(flow_back: np.ndarray) -> np.ndarray:
+    """(h, w) bool: pixels whose flow lands inside the frame."""
+    h, w = flow_back.shape[:2]
+    x, y = _grid(h, w)
+    tx, ty = x + flow_back[..., 0], y + flow_back[..., 1]
+    return (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
 
 
 def pair_flow(prev_gray: np.ndarray, cur_gray: np.ndarray, flow_fn) -> tuple[np.ndarray, np.ndarray]:

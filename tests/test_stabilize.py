@@ -23,12 +23,16 @@ def stabilised(src: list[np.ndarray], out: list[np.ndarray], **options) -> tuple
     return [st(a, b) for a, b in zip(src, out)], st
 
 
-def test_flicker_on_a_moving_square_falls_below_the_goal():
+CHECKS = pytest.mark.parametrize("check", ["photometric", "forward-backward"])
+
+
+@CHECKS
+def test_flicker_on_a_moving_square_falls_below_the_goal(check):
     src = moving_square(n=24)
     clean = colour_map(src)
     flicker = noisy(clean, 10)  # per-frame random output noise: what an unsteady model adds
     before = temporal_scores(src, flicker, clean)
-    steady, st = stabilised(src, flicker)
+    steady, st = stabilised(src, flicker, check=check)
     after = temporal_scores(src, steady, clean)
     assert before.ratio > 5, before
     assert after.ratio < GOAL, (before.ratio, after.ratio)
@@ -36,11 +40,12 @@ def test_flicker_on_a_moving_square_falls_below_the_goal():
     assert st.cuts == 0
 
 
-def test_a_hard_cut_is_not_blended_across():
+@CHECKS
+def test_a_hard_cut_is_not_blended_across(check):
     a, b = moving_square(n=10), [textured(96, 128, 9 + i // 100) for i in range(10)]  # shot 2: another scene
     src = a + b
     out = noisy(colour_map(src), 10)
-    steady, st = stabilised(src, out)
+    steady, st = stabilised(src, out, check=check)
     assert st.cuts == 1
     first_after = steady[len(a)]
     assert np.array_equal(first_after, out[len(a)])  # the cut frame is the new translation, untouched
@@ -58,9 +63,11 @@ def test_size_change_and_single_frame_start_over():
     assert np.array_equal(one[0], out[0])
 
 
-def test_strength_is_checked():
+def test_strength_and_check_are_checked():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         StabilizeOptions(strength=1.0)
+    with pytest.raises(ValueError, match="check must be one of forward-backward, photometric"):
+        StabilizeOptions(check="none")
 
 
 def test_similarity_filter_skips_identical_frames_only():
