@@ -7,14 +7,16 @@ the optical flow of the *input* frames:
 
     out_t = a * warp(out_{t-1}, flow_{t->t-1}) + (1 - a) * translated_t
 
-The weight `a` is `strength` where the flow can be trusted and falls to 0 where it cannot: pixels failing the
-forward-backward check (occlusion, disocclusion, Ruder et al. 2016), and pixels where the new translation
-differs strongly from the warped one (new content the flow did not see). A scene cut (most of the frame
+The weight `a` is `strength` where the flow can be trusted and falls to 0 where it cannot: pixels where the
+previous input frame, moved along the flow, does not match the new one (occlusion, disocclusion, a wrong
+flow: the warped-input agreement Bonneel et al. weigh by; `check="forward-backward"` uses Ruder et al.'s
+2016 round-trip test instead, at the cost of a second flow), and pixels where the new translation differs
+strongly from the warped one (new content the flow did not see). A scene cut (most of the frame
 inconsistent, or the input far from its own warped predecessor) resets the history. Being recursive, this is
 an exponential moving average along motion trajectories.
 
 The work is split in two so it overlaps with inference: `MotionEstimator` (input frames only: luma at a
-reduced size, DIS flow both ways, mask, cut test) runs in the decode/capture stage; `Blender` (needs the
+reduced size, DIS flow, trust mask, cut test) runs in the decode/capture stage; `Blender` (needs the
 translated frame) runs in the encode/display stage. `Stabilizer` chains them for the serial live loop.
 """
 

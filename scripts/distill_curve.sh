@@ -1,17 +1,29 @@
 #!/bin/sh
-# Issue 12 measurement recipe (run 2026-12-01 on the 2-core AMD EPYC, one job at a time, one thread):
-# a full-size teacher trained by `cli.py train` for 30 min, then two resize students distilled for 27 min each.
+# Issue 12 measurement recipe (run 2026-12-01/02 on the 2-core AMD EPYC Zen 4, one thread per job, two jobs
+# side by side): two teachers trained by `cli.py train` on the demo dataset with the resize upsampler (the
+# full-size ngf-64 9-block generator and an ngf-32 one), then students distilled from them with a linear
+# learning-rate decay. fidelity.csv in each student's run folder is the curve (PSNR/SSIM of the student's
+# output against the teacher's on held-out images, against minutes). BENCHMARKS.md has the figures.
+set -eu
 cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${OUT:-runs}
+DATA=${DATA:-$OUT/datasets/demo}
 export OMP_NUM_THREADS=1
-[ -d runs/datasets/demo ] || .venv/bin/python cli.py datasets make-demo --out runs/datasets/demo
-.venv/bin/python cli.py train --dataroot runs/datasets/demo --name teacher64 --out runs --ngf 64 --n-blocks 9 \
-  --load-size 112 --crop-size 96 --precision bf16 --num-workers 0 --max-minutes 30 \
-  --save-every 50 --sample-every 100 --log-every 10
-export RTSTYLE_HOME="$PWD/runs/home"
-for spec in "s16 16" "s8 8"; do
-  set -- $spec
-  .venv/bin/python cli.py distill --teacher runs/teacher64/G_A.safetensors --dataroot runs/datasets/demo \
-    --name "$1" --out runs --student-ngf "$2" --student-blocks 6 --upsample resize --load-size 112 --crop-size 96 \
-    --holdout 16 --eval-size 144 --num-workers 0 --max-minutes 27 --eval-every 200 --save-every 200 \
-    --sample-every 400 --log-every 50
-done
+export RTSTYLE_HOME="${RTSTYLE_HOME:-$PWD/$OUT/home}"
+[ -d "$DATA" ] || $PY cli.py datasets make-demo --out "$DATA" --seed 0
+
+teacher() {  # NAME NGF EPOCHS: EPOCHS constant + EPOCHS decaying (400 steps each), at most 55 minutes
+  $PY cli.py train --dataroot "$DATA" --name "$1" --out "$OUT" --names photo,vintage --ngf "$2" --n-blocks 9 \
+    --upsample resize --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision auto --epochs "$3" \
+    --epochs-decay "$3" --num-workers 0 --seed 0 --save-every 200 --sample-every 1000 --log-every 50 --max-minutes 55
+}
+student() {  # NAME TEACHER NGF STEPS: STEPS steps, the second half decaying, at most 30 minutes
+  $PY cli.py distill --teacher "$OUT/$2/G_A.safetensors" --dataroot "$DATA" --name "$1" --out "$OUT" \
+    --student-ngf "$3" --student-blocks 6 --upsample resize --load-size 104 --crop-size 96 --holdout 16 \
+    --eval-size 144 --num-workers 0 --max-steps "$4" --lr-decay-steps $(($4 / 2)) --max-minutes 30 \
+    --eval-every 500 --save-every 500 --sample-every 1000 --log-every 100
+}
+
+teacher t64 64 2 & teacher t32 32 5 & wait
+student s16 t64 16 "${STEPS16:-8000}" & student s8 t64 8 "${STEPS8:-10000}" & wait
