@@ -8,6 +8,9 @@ every setting starts from), then every setting of `SETTINGS` (or `--only NAME,..
 `rtstyle.stabilize.Stabilizer` over the same frames in one thread, timed per frame (motion estimation and
 blend together, i.e. everything `--stabilize` adds), and `rtstyle.temporal.temporal_scores` scores the result
 the way `cli.py evaluate --video` does (DIS flow on the source at full size, forward-backward mask).
+`--skip 0.0015,...` also runs `--skip-similar` at each threshold (alone and with the default stabiliser)
+through the real `SteadyTranslator` and reports the share of inferences skipped and the SSIM against
+translating every frame.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from rtstyle.backends import BackendOptions, create_backend  # noqa: E402
 from rtstyle.io.video import read_frames  # noqa: E402
 from rtstyle.pipeline import FrameTranslator  # noqa: E402
 from rtstyle.stabilize import StabilizeOptions, Stabilizer  # noqa: E402
-from rtstyle.temporal import temporal_scores  # noqa: E402
+from rtstyle.steady import SteadyTranslator  # noqa: E402
+from rtstyle.temporal import ssim, temporal_scores  # noqa: E402
 
 SETTINGS = {
     "off": None,
@@ -57,6 +61,32 @@ def run(frames: list[np.ndarray], per_frame: list[np.ndarray], options: Stabiliz
             "ms_mean": statistics.fmean(ms)}
 
 
+class Replay:
+    """A translator that hands back the precomputed per-frame output of the frame being handled (`index`)."""
+
+    times = None
+
+    def __init__(self, per_frame: list[np.ndarray]) -> None:
+        self.per_frame, self.index = per_frame, 0
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.per_frame[self.index][None]
+
+
+def skip_similar(frames: list[np.ndarray], per_frame: list[np.ndarray], threshold: float,
+                 options: StabilizeOptions | None) -> dict:
+    """`--skip-similar THRESHOLD` (with `--stabilize` when `options`) through the real `SteadyTranslator`: share
+    of inferences skipped and mean SSIM against translating every frame."""
+    replay = Replay(per_frame)
+    steady = SteadyTranslator(replay, options, skip_similar=threshold)
+    out = []
+    for i, frame in enumerate(frames):
+        replay.index = i
+        out.append(steady(frame))
+    return {"threshold": threshold, "skipped": steady.skipped / len(frames),
+            "ssim_vs_per_frame": statistics.fmean(ssim(a, b) for a, b in zip(out, per_frame))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", action="append", type=Path, required=True, help="a real clip (repeatable)")
@@ -64,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="demo")
     parser.add_argument("--size", type=int, default=256, help="processing short side [256]")
     parser.add_argument("--only", help="comma list of setting names")
+    parser.add_argument("--skip", default="", help="comma list of --skip-similar thresholds to score too")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -79,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{clip.name} {name}"] = row = run(frames, per_frame, SETTINGS[name])
             print(f"{clip.name:36s} {name:14s} ratio {row['ratio']:.3f}  SSIM {row['ssim_vs_per_frame']:.4f}  "
                   f"{row['ms_median']:.1f} ms/frame", flush=True)
+        for threshold in (float(t) for t in args.skip.split(",") if t):
+            for name, options in (("skip", None), ("skip+stabilize", StabilizeOptions())):
+                results[f"{clip.name} {name} {threshold:g}"] = row = skip_similar(frames, per_frame, threshold,
+                                                                                  options)
+                print(f"{clip.name:36s} {name} {threshold:g}: skipped {row['skipped']:.0%}  SSIM vs every frame "
+                      f"{row['ssim_vs_per_frame']:.4f}", flush=True)
     if args.json:
         args.json.write_text(json.dumps({"command": "python benchmarks/stabilizer.py " + " ".join(argv or sys.argv[1:]),
                                          "results": results}, indent=1))
