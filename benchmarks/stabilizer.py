@@ -38,11 +38,11 @@ from rtstyle.temporal import ssim, temporal_scores  # noqa: E402
 
 SETTINGS = {
     "off": None,
-    "fb-180": StabilizeOptions(check="forward-backward"),  # two DIS flows at a 180 px short side
+    "fb-180": StabilizeOptions(check="forward-backward", flow_size=180),  # two DIS flows at a 180 px short side
     "fb-144": StabilizeOptions(check="forward-backward", flow_size=144),
-    "photo-180": StabilizeOptions(check="photometric"),  # the default: one flow, warped-input agreement
-    "photo-144": StabilizeOptions(check="photometric", flow_size=144),
-    "photo-180-s95": StabilizeOptions(check="photometric", strength=0.95),
+    "photo-180": StabilizeOptions(check="photometric", flow_size=180),  # one flow, warped-input agreement
+    "photo-144": StabilizeOptions(check="photometric", flow_size=144),  # the default
+    "photo-180-s95": StabilizeOptions(check="photometric", flow_size=180, strength=0.95),
 }
 
 

@@ -50,7 +50,7 @@ class StabilizeOptions:
     """How strongly and at what cost outputs are steadied (the `--stabilize [STRENGTH]` option)."""
 
     strength: float = 0.93  # weight of the warped previous output where the flow is trusted, in [0, 1)
-    flow_size: int = 180  # short side of the luma the flow is computed on (the input, downscaled)
+    flow_size: int = 144  # short side of the luma the flow is computed on (the input, downscaled; measured)
     flow_preset: str = "medium"  # DIS preset: ultrafast, fast or medium (measured: the faster ones jitter)
     difference: float = 0.3  # luma difference (0..1, after a blur) at which the warped output's weight halves
     cut_inconsistent: float = 0.6  # a frame with more than this share of inconsistent flow is a cut

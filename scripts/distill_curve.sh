@@ -26,4 +26,4 @@ student() {  # NAME TEACHER NGF STEPS: STEPS steps, the second half decaying, at
 }
 
 teacher t64 64 2 & teacher t32 32 5 & wait
-student s16 t64 16 "${STEPS16:-8000}" & student s8 t64 8 "${STEPS8:-10000}" & wait
+student s16 t64 16 "${STEPS16:-8000}" & student s8 t64 8 "${STEPS8:-9000}" & wait

@@ -1,32 +1,39 @@
 #!/usr/bin/env bash
-# Reproduces the bundled demo model rtstyle/assets/demo.safetensors (photo -> vintage) on a CPU.
+# Reproduces the bundled demo model rtstyle/assets/demo.safetensors (photo -> vintage) on a CPU: a distilled
+# student (ngf 16, 6 blocks, resize upsampler) of a full-size teacher (ngf 64, 9 blocks, resize upsampler)
+# that `cli.py train` learnt on the demo dataset the CycleGAN way (issue 12).
 #
-# One thread: on a 2-core machine with anything else running, PyTorch's two OpenMP threads spend most of
-# each small step waiting for each other (measured: 1.8 s/step with 2 threads vs 0.16-0.33 s/step with 1).
-# The run is seeded and `train` is deterministic on the CPU (resume included), so these commands give the
-# same weights.
-#
-# Two phases, because that is how the model was made: a 15 + 15 epoch schedule (12,000 steps) was planned,
-# and at step 9,000 its linear decay was stretched to 30 epochs (18,000 steps in all) with --resume, since
-# quality was still improving. Phase 1 stops exactly where that happened.
+# One thread per job: on a 2-core machine with anything else running, PyTorch's two OpenMP threads spend most
+# of each small step waiting for each other. The budget as run (2026-12-01, AMD EPYC Zen 4, bf16 by
+# --precision auto, beside a second job of the same kind on the other core): the teacher 55 minutes
+# (1,352 steps at 96 px crops; --max-minutes stops it inside its decay), the student 19 minutes (8,000 steps).
+# Training is deterministic on the CPU for a given number of steps; --max-minutes makes the step count depend
+# on the machine, so pass TEACHER_STEPS=1352 to stop the teacher exactly where the bundled one stopped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 DATA=${DATA:-datasets/demo}
 OUT=${OUT:-runs}
+export OMP_NUM_THREADS=1
+export RTSTYLE_HOME="${RTSTYLE_HOME:-$PWD/$OUT/home}"  # the student is installed here, not in the user's store
 
 [ -d "$DATA" ] || $PY cli.py datasets make-demo --out "$DATA" --seed 0
-OMP_NUM_THREADS=1 $PY cli.py train --dataroot "$DATA" --name demo --out "$OUT" --names photo,vintage \
-  --ngf 16 --n-blocks 6 --ndf 32 --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision auto \
-  --epochs 15 --epochs-decay 15 --num-workers 0 --seed 0 --save-every 1000 --sample-every 2000 --max-steps 9000
-OMP_NUM_THREADS=1 $PY cli.py train --resume --dataroot "$DATA" --name demo --out "$OUT" \
-  --epochs-decay 30 --max-steps 18000
-$PY - "$OUT/demo/G_A.safetensors" rtstyle/assets/demo.safetensors <<'PYEOF'
+if [ -n "${TEACHER_STEPS:-}" ]; then stop=(--max-steps "$TEACHER_STEPS"); else stop=(--max-minutes 55); fi
+$PY cli.py train --dataroot "$DATA" --name t64 --out "$OUT" --names photo,vintage --ngf 64 --n-blocks 9 \
+  --upsample resize --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision auto --epochs 2 \
+  --epochs-decay 2 --num-workers 0 --seed 0 --save-every 200 --sample-every 1000 --log-every 50 \
+  "${stop[@]}"
+$PY cli.py distill --teacher "$OUT/t64/G_A.safetensors" --dataroot "$DATA" --name s16 \
+  --out "$OUT" --student-ngf 16 --student-blocks 6 --upsample resize --load-size 104 --crop-size 96 --holdout 16 \
+  --eval-size 144 --num-workers 0 --max-steps 8000 --lr-decay-steps 4000 --eval-every 500 --save-every 500 \
+  --sample-every 1000 --log-every 100
+$PY - "$OUT/s16/student.safetensors" rtstyle/assets/demo.safetensors <<'PYEOF'
 import sys
 from dataclasses import replace
 from rtstyle import load_model, save_generator
 generator, info = load_model(sys.argv[1])
-command = "scripts/make_demo_model.sh (datasets make-demo --seed 0; train --name demo ...; resume; G_A)"
+command = ("scripts/make_demo_model.sh (datasets make-demo --seed 0; train --name t64 --ngf 64 "
+           "--upsample resize ...; distill --name s16 ...)")
 save_generator(generator, sys.argv[2], replace(info, name="demo", train_size=96, extra={**info.extra, "command": command}))
 print(f"bundled {sys.argv[1]} as {sys.argv[2]} ({info.direction})")
 PYEOF
