@@ -325,7 +325,8 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
                 | ({"live": lives[entry]} if entry in lives else {})
                 | ({"busy": {"cores": busy, "ms_median": statistics.median(busy_times[entry]),
                              "busy_vs_idle": statistics.median(busy_times[entry]) / med}} if busy else {})
-                | (_plain_check(times[(model, PLAIN)], base_ms) if entry == (model, BASELINE) and plain is not None else {})))
+                | (_plain_check(times[(model, PLAIN)], base_ms)
+                   if entry == (model, BASELINE) and plain is not None else {})))
     return records
 
 

@@ -34,8 +34,9 @@ def print_benchmark(model: str, records: list, console: Console, comparison: lis
     live_columns = ("live fps", "live/bare", "latency p50/p95 ms", "dropped") if has["live"] else ()
     busy_columns = ("busy ms", "busy/idle") if has["busy"] else ()
     compared = any(r.model for r in records)
-    for name in ("model",) * compared + ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32", "(rounds)", "max abs",
-                 "PSNR dB (worst)", "+MiB", "setup s") + video_columns + live_columns + busy_columns:
+    for name in ("model",) * compared + ("variant", "size", "GMACs", "batch", "ms (p10-p90)", "fps", "x fp32",
+                                         "(rounds)", "max abs", "PSNR dB (worst)", "+MiB", "setup s") \
+            + video_columns + live_columns + busy_columns:
         table.add_column(name, justify="left" if name in ("model", "variant") else "right")
     for r in records:
         size = f"{r.size[0]}x{r.size[1]}"

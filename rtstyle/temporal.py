@@ -70,20 +70,26 @@ def consistency_mask(flow_back: np.ndarray, flow_fwd: np.ndarray) -> np.ndarray:
     Ruder et al. 2016, eq. 5: |w + w^(x + w)|^2 <= 0.01 (|w|^2 + |w^(x + w)|^2) + 0.5; pixels whose flow leaves
     the frame are out too. These are the pixels the warping error is taken over (Lai et al. 2018).
     """
-    h, w = flow_back.shape[:2]
-    x, y = _grid(h, w)
-    tx, ty = x + flow_back[..., 0], y + flow_back[..., 1]
+    tx, ty = _targets(flow_back)
     fwd_at = cv2.remap(flow_fwd, tx, ty, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (h, w, 2)
     round_trip = np.sum((flow_back + fwd_at) ** 2, axis=2)
     bound = 0.01 * (np.sum(flow_back ** 2, axis=2) + np.sum(fwd_at ** 2, axis=2)) + 0.5
-    return (round_trip <= bound) & inside(flow_back)
+    return (round_trip <= bound) & _within(tx, ty)
 
 
 def inside(flow_back: np.ndarray) -> np.ndarray:
     """(h, w) bool: pixels whose flow lands inside the frame."""
-    h, w = flow_back.shape[:2]
-    x, y = _grid(h, w)
-    tx, ty = x + flow_back[..., 0], y + flow_back[..., 1]
+    return _within(*_targets(flow_back))
+
+
+def _targets(flow_back: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each pixel's flow lands: (x + u, y + v), each (h, w) float32."""
+    x, y = _grid(*flow_back.shape[:2])
+    return x + flow_back[..., 0], y + flow_back[..., 1]
+
+
+def _within(tx: np.ndarray, ty: np.ndarray) -> np.ndarray:
+    h, w = tx.shape
     return (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
 
 

@@ -292,7 +292,9 @@ class Distiller:
         return self.opt_g.param_groups[0]["lr"]
 
     def set_lr(self, lr: float) -> None:
+        """The learning rate of the student's optimiser and, with --lambda-gan, the PatchGAN's."""
         for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups if opt is not None else ():
+            if opt is None:
+                continue
+            for group in opt.param_groups:
                 group["lr"] = lr
-
