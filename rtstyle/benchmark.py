@@ -205,6 +205,7 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
+            settle: int = 1,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
             live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
@@ -213,6 +214,9 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
     in the same rounds too; its records carry `model=compare` and their ratios and accuracy are against that
     model's own eager fp32 baseline.
     With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
+    Every variant's turn in a round starts with `settle` untimed calls: interleaving is there to spread the
+    machine's noise over all variants, not to time each one straight after another model has evicted the
+    caches and put the thread pools to sleep (a small model measured that way ran 1.6x slower than on its own).
     With `busy` > 0 every round is timed twice, idle and with `busy` spinning processes beside it
     (`extra["busy"]`); with `live`, `extra["live"]` is `bench_live.live_record` on that source.
     """
@@ -266,6 +270,9 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
         for kept, busy_now in ((times, 0), (busy_times, busy))[:2 if busy else 1]:
             with BusyCores(busy_now):
                 for entry in order[r % len(order):] + order[: r % len(order)]:  # rotate who goes first
+                    for _ in range(settle):
+                        timed[entry].infer(x)
+                    sync()
                     for _ in range(per_round):
                         begin = time.perf_counter()
                         timed[entry].infer(x)
@@ -416,6 +423,9 @@ class BenchmarkSettings:
     rounds: int = field(default=5, metadata={"help": "interleaved rounds"})
     per_round: int = field(default=2, metadata={"help": "timed calls per variant and round"})
     warmup: int = field(default=2, metadata={"help": "untimed calls per variant first"})
+    settle: int = field(default=1, metadata={
+        "help": "untimed calls per variant at the start of each round, so the timed ones run in a steady state "
+                "(not just after another variant evicted the caches)"})
     threads: int | None = field(default=None, metadata={
         "help": "torch intra-op threads (OpenVINO and ONNX Runtime use all cores)"})
     busy: int = field(default=0, metadata={
@@ -442,8 +452,9 @@ class BenchmarkSettings:
 
     def check(self) -> tuple[list[tuple[int, int]], list[int]]:
         """(sizes, batches), or a UserError saying which setting is wrong."""
-        if min(self.rounds, self.per_round) < 1 or min(self.warmup, self.busy) < 0 or self.live_seconds <= 0:
-            raise UserError("--rounds and --per-round must be at least 1, --warmup and --busy at least 0, "
+        if (min(self.rounds, self.per_round) < 1 or min(self.warmup, self.settle, self.busy) < 0
+                or self.live_seconds <= 0):
+            raise UserError("--rounds and --per-round must be at least 1, --warmup, --settle and --busy at least 0, "
                             "--live-seconds above 0")
         sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
         try:
@@ -482,10 +493,12 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
+                               settle=settings.settle,
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
+                             "settle": settings.settle,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
                              "busy": settings.busy, "live": settings.live, "baseline": BASELINE,

@@ -106,8 +106,9 @@ def test_compare_times_a_second_model_in_the_same_rounds(tiny_model_path, tmp_pa
     out = tmp_path / "bench.json"
     assert cli.main(["benchmark", "--model", str(tiny_model_path), "--compare", str(student), "--backends",
                      "torch:fp32,torch:bf16", "--sizes", "32,32x48", "--rounds", "2", "--per-round", "1",
-                     "--warmup", "0", "--json", str(out)]) == 0
+                     "--warmup", "0", "--settle", "1", "--json", str(out)]) == 0
     document = json.loads(out.read_text())
+    assert document["settings"]["settle"] == 1
     records = document["records"]
     assert [(r["model"], r["variant"], r["size"]) for r in records] == [
         (m, v, size) for size in ("32x32", "32x48") for m in ("", str(student)) for v in (BASELINE, "torch:bf16")]
@@ -163,6 +164,32 @@ def test_all_means_what_this_machine_runs():
 def test_cli_refuses_misspelt_variants(tiny_model_path, capsys):
     assert cli.main(["benchmark", "--model", str(tiny_model_path), "--backends", "openvino:int4"]) == 2
     assert "backend[:precision][+compile]" in capsys.readouterr().err
+    assert cli.main(["benchmark", "--model", str(tiny_model_path), "--settle", "-1"]) == 2
+    assert "--settle" in capsys.readouterr().err
+
+
+def test_each_round_settles_each_variant_before_timing_it(tiny_model_path, monkeypatch):
+    """--settle N: N untimed calls at the start of every variant's turn in every round, on top of the
+    warm-up and the timed calls (so a small model is not timed just after a big one evicted the caches)."""
+    import rtstyle.benchmark as bench
+
+    calls = []
+    real_create = bench.create_backend
+
+    def counting(model, options, log=None):
+        backend = real_create(model, options, log=log)
+        infer = backend.infer
+        backend.infer = lambda x: calls.append(options.precision) or infer(x)
+        return backend
+
+    monkeypatch.setattr(bench, "create_backend", counting)
+    for settle in (0, 2):
+        calls.clear()
+        records = measure(str(tiny_model_path), ["torch:fp32"], (32, 32), 1, device="cpu", warmup=1, rounds=3,
+                          per_round=2, settle=settle)
+        assert records[0].timed_calls == 6
+        accuracy_calls = 5  # _outputs: the five accuracy frames, one batch each
+        assert len(calls) == 1 + accuracy_calls + 3 * (settle + 2)
 
 
 GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
