@@ -38,7 +38,7 @@ from rtstyle.pipeline import FrameTranslator
 from rtstyle.report import VideoProgress, print_benchmark, print_table
 from rtstyle.serve import browser
 from rtstyle.serve.browser import ServeOptions
-from rtstyle.stabilize import StabilizeOptions
+from rtstyle.stabilize import StabilizeOptions, stabilize_options
 from rtstyle.store import OFFICIAL_DIRECTIONS, ImportOptions, describe_models, import_reference, store_dir
 from rtstyle.students import fast_model
 from rtstyle.transforms import SIZE_HELP, parse_size
@@ -68,7 +68,7 @@ def backend_from_args(args, model: str | None = None):
 
 
 def stabilize_from_args(args) -> StabilizeOptions | None:  # --stabilize [STRENGTH] of video, webcam and demo
-    return None if args.stabilize is None else StabilizeOptions(strength=args.stabilize)
+    return stabilize_options(args.stabilize)
 
 
 def running(args, backend, what: str, details: str = "") -> None:
@@ -228,7 +228,7 @@ def run_webcam(args) -> int:
             f"size {options.size or 'native'}")
     report = run_live(source, FrameTranslator(backend, options.size), options, log=say,
                       stabilize=stabilize_from_args(args), sinks=sinks)
-    say("\n".join(report.summary(skip_similar=args.skip_similar is not None)))
+    say("\n".join(report.summary(skip_similar=bool(args.skip_similar))))
     if report.error:
         say(f"[red]error:[/] {report.error}")
     return report.exit_code if report.stopped_by else 1 if report.error else 0  # Ctrl-C 130, SIGTERM 143

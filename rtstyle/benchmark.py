@@ -40,6 +40,7 @@ from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
 from .macs import generator_macs
+from .stabilize import StabilizeOptions, stabilize_option, stabilize_options
 from .transforms import frames_to_tensor, parse_hw, tensor_to_frames
 
 BASELINE = "torch:fp32"
@@ -147,13 +148,13 @@ def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
 
 
 def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path,
-               bare_seconds: float = 8.0) -> dict:
+               bare_seconds: float = 8.0, stabilize: StabilizeOptions | None = None) -> dict:
     """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape.
 
     The bare fps is `backend.infer` on one preprocessed frame for at least `bare_seconds` (and 3 calls) just
     before and just after the conversion; `pipeline_infer_fps` is the infer stage's own rate inside the
     conversion, so e2e / pipeline_infer shows what decode and encode cost and pipeline_infer / bare what
-    sharing the cores with them costs.
+    sharing the cores with them costs. `stabilize` is `cli.py video`'s --stabilize (on there by default).
     """
     from .pipeline import FrameTranslator
     from .transforms import preprocess
@@ -166,14 +167,14 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
     before = bare_fps(backend, x, bare_seconds)
     result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
-                           batch=batch, overwrite=True)
+                           batch=batch, overwrite=True, stabilize=stabilize)
     after = bare_fps(backend, x, bare_seconds)
     bare = (before + after) / 2
     stages = result.times.ms_per_frame()
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
             "bare_fps": bare, "bare_fps_before": before, "bare_fps_after": after,
             "e2e_vs_bare": result.fps / bare, "pipeline_infer_fps": 1000.0 / stages["infer"],
-            "stage_ms_per_frame": stages}
+            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None}
 
 
 class PlainLoop:
@@ -205,7 +206,7 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
-            settle: int = 1,
+            settle: int = 1, stabilize: StabilizeOptions | None = None,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
             live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
@@ -214,6 +215,8 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
     in the same rounds too; its records carry `model=compare` and their ratios and accuracy are against that
     model's own eager fp32 baseline.
     With `video` and `e2e_frames` > 0, each record's `extra["video"]` holds `end_to_end` on that many frames.
+    `stabilize` applies to that conversion and to the live loop (`--skip-similar` is never on here: the live
+    figure is the translation of every frame).
     Every variant's turn in a round starts with `settle` untimed calls: interleaving is there to spread the
     machine's noise over all variants, not to time each one straight after another model has evicted the
     caches and put the thread pools to sleep (a small model measured that way ran 1.6x slower than on its own).
@@ -289,13 +292,16 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             clip = video_excerpt(video, e2e_frames, Path(folder))
             for entry in backends:
                 log(f"{label(entry)}: converting the first {e2e_frames} frames of {video.name} end to end")
-                conversions[entry] = end_to_end(backends[entry], clip, min(size), batch, Path(folder), bare_seconds)
+                conversions[entry] = end_to_end(backends[entry], clip, min(size), batch, Path(folder), bare_seconds,
+                                                stabilize)
                 log(f"{label(entry)}: end to end {conversions[entry]['e2e_fps']:.2f} fps, bare "
-                    f"{conversions[entry]['bare_fps']:.2f} fps at {conversions[entry]['processing']}")
+                    f"{conversions[entry]['bare_fps']:.2f} fps at {conversions[entry]['processing']}"
+                    + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
     lives = {}
     for entry in backends if live else ():
         log(f"{label(entry)}: the live loop on {live} for {live_seconds:g} s")
-        lives[entry] = live_record(backends[entry], live, min(size), live_seconds, bare_seconds, log=log)
+        lives[entry] = live_record(backends[entry], live, min(size), live_seconds, bare_seconds, log=log,
+                                     stabilize=stabilize)
         log(f"{label(entry)}: live {lives[entry]['live_fps']:.2f} fps, bare {lives[entry]['bare_fps']:.2f} fps, "
             f"latency p50 {lives[entry]['latency_median_ms']:.0f} / p95 {lives[entry]['latency_p95_ms']:.0f} ms")
     records = []
@@ -434,6 +440,7 @@ class BenchmarkSettings:
         "metavar": "SOURCE", "help": "also run the live loop on this source (camera, stream or file; a file plays "
                                      "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
     live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
+    stabilize: float | None = stabilize_option()  # as `cli.py video` and `webcam`: for --video and --live
     json: Path | None = field(default=None, metadata={
         "help": "also write the records, settings and machine description here"})
     fast: bool = field(default=False, metadata={"help": "benchmark the model's distilled student instead"})
@@ -493,12 +500,12 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
-                               settle=settings.settle,
+                               settle=settings.settle, stabilize=stabilize_options(settings.stabilize),
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
-                             "settle": settings.settle,
+                             "settle": settings.settle, "stabilize": settings.stabilize,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
                              "busy": settings.busy, "live": settings.live, "baseline": BASELINE,

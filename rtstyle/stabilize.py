@@ -37,12 +37,21 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
 CHECKS = ("forward-backward", "photometric")
 
 
+DEFAULT_STRENGTH = 0.93  # on by default since issue 13's figures (BENCHMARKS.md, "The stabiliser ... tuned")
+
+
 def stabilize_option():
-    """The `--stabilize [STRENGTH]` field of the video, webcam and demo options: None is off."""
-    return field(default=None, metadata={
-        "nargs": "?", "const": 0.93, "metavar": "STRENGTH",
+    """The `--stabilize [STRENGTH]` field of the video, webcam and demo options: on by default, 0 is off."""
+    return field(default=DEFAULT_STRENGTH, metadata={
+        "nargs": "?", "const": DEFAULT_STRENGTH, "metavar": "STRENGTH",
         "help": "steady the output: blend it with the previous output warped along the input's optical flow, where "
-                "the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1) [0.93; off without the option]"})
+                f"the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1), 0 for plain per-frame output "
+                f"[{DEFAULT_STRENGTH}]"})
+
+
+def stabilize_options(strength: float | None) -> StabilizeOptions | None:
+    """--stabilize STRENGTH as the options the pipeline takes: None when off (None or 0)."""
+    return StabilizeOptions(strength=strength) if strength else None
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,16 @@ and the last output is reused; with `--stabilize` the reused output is still mov
 Comparing against the last translated input, not the previous frame, means slow drift adds up and is
 translated once it passes the threshold. A live source that stalls (no frame for `stall_seconds`) or changes
 size starts the stabiliser over, so nothing is blended across the gap.
+
+With the stabiliser, each frame's optical flow (input t-1 -> t, at the reduced size) is found in a flow
+thread of its own while the model translates the same frame: OpenCV's DIS and the backends release the GIL,
+so on two cores the flow costs the frame little more than the blend (issue 13: "flow ... in the pipeline's
+own stage, so it overlaps with inference"). `close()` ends that thread.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +26,7 @@ from .stabilize import StabilizeOptions, Stabilizer
 from .temporal import gray
 
 SIMILARITY_SIZE = 32  # short side the similarity filter compares at
+SKIP_SIMILAR = 0.0015  # the webcam's default --skip-similar threshold (measured safe: rtstyle/live.py)
 
 
 @dataclass
@@ -66,6 +73,7 @@ class SteadyTranslator:
         self.resets = 0  # stabiliser restarts after a stall
         self._last_out: np.ndarray | None = None
         self._last_at: float | None = None
+        self._flow: ThreadPoolExecutor | None = None  # the flow stage, started with the first translated frame
 
     @property
     def skipped(self) -> int:
@@ -83,11 +91,28 @@ class SteadyTranslator:
                 out = self.stabilizer.reuse(rgb) if self.stabilizer is not None else None
             self._last_out = out if out is not None else self._last_out
             return self._last_out
-        out = self.translator(rgb[None])[0]  # (h, w, 3)
+        motion = self._start_flow(rgb) if self.stabilizer is not None else None
+        out = self.translator(rgb[None])[0]  # (h, w, 3), while the flow thread finds this frame's motion
         if self.similar is not None:
             self.similar.remember(rgb)
-        if self.stabilizer is not None:
-            with timed(self.translator.times, "stabilize"):  # flow + blend, in the translation thread
-                out = self.stabilizer(rgb, out)
+        if motion is not None:
+            with timed(self.translator.times, "stabilize"):  # what is left to wait for of the flow, + the blend
+                out = self.stabilizer.blender(out, motion.result())
         self._last_out = out
         return out
+
+    def _start_flow(self, rgb: np.ndarray):
+        if self._flow is None:
+            self._flow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow")
+
+        def flow():
+            with timed(self.translator.times, "flow"):
+                return self.stabilizer.motion(rgb)
+
+        return self._flow.submit(flow)
+
+    def close(self) -> None:
+        """End the flow thread (a later call starts a new one)."""
+        if self._flow is not None:
+            self._flow.shutdown(wait=True)
+            self._flow = None

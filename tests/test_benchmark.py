@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import cli
+from rtstyle.stabilize import StabilizeOptions
 from conftest import ROOT
 from rtstyle.backends.select import Environment
 from conftest import TINY
@@ -75,7 +76,7 @@ def test_cli_benchmark_writes_records_for_every_variant(tiny_model_path, tmp_pat
 
 def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
     records = measure(str(tiny_model_path), [BASELINE, "torch:bf16"], (32, 48), batch=2, rounds=2, per_round=1,
-                      warmup=1, video=DEMO_CLIP, e2e_frames=6, bare_seconds=0.1)
+                      warmup=1, video=DEMO_CLIP, e2e_frames=6, bare_seconds=0.1, stabilize=StabilizeOptions())
     assert [r.variant for r in records] == [BASELINE, "torch:bf16"]
     record = records[0]
     assert record.size == (32, 48) and record.batch == 2 and record.timed_calls == 2
@@ -92,6 +93,7 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
         assert video["e2e_vs_bare"] == pytest.approx(video["e2e_fps"] / video["bare_fps"])
         assert video["pipeline_infer_fps"] == pytest.approx(1000 / video["stage_ms_per_frame"]["infer"])
         assert {"decode", "infer", "encode"} <= set(video["stage_ms_per_frame"])
+        assert video["stabilize"] == 0.93 and {"flow", "blend"} <= set(video["stage_ms_per_frame"])  # as cli video
     assert records[1].error is None and 30 <= records[1].psnr_min_db < math.inf  # bf16: close, not identical
 
 

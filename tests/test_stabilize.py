@@ -108,8 +108,10 @@ def test_video_cli_stabilize_keeps_timing_and_lowers_the_ratio(tiny_model, tmp_p
     src = moving_square(n=16)
     clip = write_clip(tmp_path / "square.mp4", src)
     plain, steady = tmp_path / "plain.mp4", tmp_path / "steady.mp4"
-    assert run_cli("video", clip, "--model", tiny_model, "--out", plain, "--size", "64") == 0
-    assert run_cli("video", clip, "--model", tiny_model, "--out", steady, "--size", "64", "--stabilize") == 0
+    assert run_cli("video", clip, "--model", tiny_model, "--out", plain, "--size", "64", "--stabilize", "0") == 0
+    err = capsys.readouterr().err
+    assert "stabilize 0.93" not in err and "| flow" not in err  # 0: per-frame output (the path has "stabilize")
+    assert run_cli("video", clip, "--model", tiny_model, "--out", steady, "--size", "64") == 0  # on by default
     err = capsys.readouterr().err
     assert "stabilize 0.93" in err and "flow" in err and "blend" in err
     assert probe(steady).frames == probe(clip).frames == 16
@@ -140,3 +142,23 @@ def test_webcam_still_stream_skips_similar_frames_and_records_them_all(tiny_mode
     frames = read_frames(out)
     assert len(frames) == 10
     assert min(ssim(f, frames[0]) for f in frames) > 0.98
+
+
+def test_webcam_filter_and_stabiliser_are_on_by_default_and_0_turns_them_off(tiny_model, tmp_path, capsys):
+    """Issue 13: --skip-similar (0.0015) and --stabilize (0.93) are the webcam's defaults; 0 turns each off;
+    a value outside [0, 1) is refused before anything opens."""
+    from media_helpers import MJPEGServer
+
+    still = textured(64, 96, 7)
+    with MJPEGServer(lambda i: still, fps=25, stamp=False) as server:
+        assert run_cli("webcam", "--model", tiny_model, "--source", server.url, "--no-show",
+                       "--max-frames", 8, "--size", 32) == 0
+        err = capsys.readouterr().err
+        assert int(err.split(" skipped as similar")[0].rsplit(" ", 1)[1]) >= 6, err
+        assert run_cli("webcam", "--model", tiny_model, "--source", server.url, "--no-show",
+                       "--max-frames", 8, "--size", 32, "--skip-similar", 0, "--stabilize", 0) == 0
+        err = capsys.readouterr().err
+        assert "skipped as similar" not in err, err
+    for option, value in (("--skip-similar", 1.5), ("--stabilize", -0.1)):
+        assert run_cli("webcam", "--model", tiny_model, "--source", "0", "--no-show", option, value) == 2
+        assert f"{option} {value:g}: expected" in capsys.readouterr().err

@@ -55,6 +55,8 @@ class Client:
         key = (id(translator), self.settings.stabilize)
         if self._steady_key != key:  # a new model or strength starts the stabiliser over
             strength = self.settings.stabilize
+            if self.steady is not None:
+                self.steady.close()  # its flow thread
             self.steady = SteadyTranslator(translator, StabilizeOptions(strength=strength) if strength else None)
             self._steady_key = key
         return self.steady
