@@ -76,7 +76,11 @@ def test_reduced_precision_stays_close_to_fp32(tiny_model, precision, tolerance)
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile needs a C++ compiler")
-def test_compiled_matches_eager(tiny_model):
+def test_compiled_matches_eager(tiny_model, tmp_path, monkeypatch):
+    # A private inductor cache: torch 2.14's shared one (/tmp/torchinductor_$USER) is not keyed by the kernel ISA,
+    # so kernels built under one ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA gave NaN (or a crash) when reused under
+    # another, as this suite's forced-AVX2 run does on an AVX-512 machine.
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     eager = create_backend(str(tiny_model), BackendOptions(backend="torch", device="cpu", precision="fp32"))
     compiled = create_backend(str(tiny_model), BackendOptions(backend="torch", device="cpu", precision="fp32", compile=True))
