@@ -247,10 +247,11 @@ def run_serve(args) -> int:
 
 
 def run_demo(args) -> int:
+    stabilize = stabilize_from_args(args)  # a bad strength is said before the model loads
     backend = backend_from_args(args)
     running(args, backend, "the demo")
     options = dataclass_from_args(DemoOptions, args)
-    report, shown = demo.run(backend, options, log=say, stabilize=stabilize_from_args(args))
+    report, shown = demo.run(backend, options, log=say, stabilize=stabilize)
     say("\n".join(report.summary(shown=shown)))
     return report.exit_code or (1 if report.error else 0)
 

@@ -488,6 +488,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
     """Every variant at every size and batch; returns the records and the JSON document describing the run."""
     sizes, batches = settings.check()
     settings.check_compare(model)
+    stabilize = stabilize_options(settings.stabilize)  # once, and refused before anything is measured
     variants = settings.variants()
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -500,7 +501,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
-                               settle=settings.settle, stabilize=stabilize_options(settings.stabilize),
+                               settle=settings.settle, stabilize=stabilize,
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},

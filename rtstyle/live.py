@@ -33,7 +33,7 @@ from .io.sources import SOURCE_HELP, Captured, Source
 from .io.video import VideoWriter
 from .pipeline import FrameTranslator, StageTimes, timed
 from .live_stages import TranslateStage
-from .stabilize import StabilizeOptions, stabilize_option
+from .stabilize import StabilizeOptions, stabilize_option, stabilize_options
 from .steady import SKIP_SIMILAR, SteadyTranslator
 from .transforms import SIZE_HELP, parse_size, resize_frames, round_to_multiple
 
@@ -78,8 +78,7 @@ class LiveOptions:
         if self.skip_similar is not None and not 0.0 <= self.skip_similar < 1.0:
             raise UserError(f"--skip-similar {self.skip_similar:g}: expected a threshold in [0, 1) (0: translate "
                             f"every frame; the default {SKIP_SIMILAR} is measured safe)")
-        if self.stabilize is not None and not 0.0 <= self.stabilize < 1.0:
-            raise UserError(f"--stabilize {self.stabilize:g}: expected a strength in [0, 1) (0: off)")
+        stabilize_options(self.stabilize)  # a strength out of [0, 1) is refused here, before a model loads
         if self.show:
             check_display()
         if self.record and self.record.exists() and not self.overwrite:

@@ -17,7 +17,8 @@ an exponential moving average along motion trajectories.
 
 The work is split in two so it overlaps with inference: `MotionEstimator` (input frames only: luma at a
 reduced size, DIS flow, trust mask, cut test) runs in the decode/capture stage; `Blender` (needs the
-translated frame) runs in the encode/display stage. `Stabilizer` chains them for the serial live loop.
+translated frame) runs in the encode/display stage. `Stabilizer` chains them for a caller that handles one
+frame at a time; the live loop runs the motion in a flow thread beside inference (`steady.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .errors import UserError
 from .temporal import consistency_mask, gray, inside, make_flow, warp
 
 
@@ -50,7 +52,8 @@ def stabilize_option():
 
 
 def stabilize_options(strength: float | None) -> StabilizeOptions | None:
-    """--stabilize STRENGTH as the options the pipeline takes: None when off (None or 0)."""
+    """--stabilize STRENGTH as the options the pipeline takes: None when off (None or 0); a UserError out of
+    [0, 1). The one place video, webcam, demo, serve and benchmark turn the option into options."""
     return StabilizeOptions(strength=strength) if strength else None
 
 
@@ -58,7 +61,7 @@ def stabilize_options(strength: float | None) -> StabilizeOptions | None:
 class StabilizeOptions:
     """How strongly and at what cost outputs are steadied (the `--stabilize [STRENGTH]` option)."""
 
-    strength: float = 0.93  # weight of the warped previous output where the flow is trusted, in [0, 1)
+    strength: float = DEFAULT_STRENGTH  # weight of the warped previous output where the flow is trusted, in [0, 1)
     flow_size: int = 144  # short side of the luma the flow is computed on (the input, downscaled; measured)
     flow_preset: str = "medium"  # DIS preset: ultrafast, fast or medium (measured: the faster ones jitter)
     difference: float = 0.3  # luma difference (0..1, after a blur) at which the warped output's weight halves
@@ -74,7 +77,7 @@ class StabilizeOptions:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.strength < 1.0:
-            raise ValueError(f"--stabilize strength must be in [0, 1), got {self.strength}")
+            raise UserError(f"--stabilize {self.strength:g}: expected a strength in [0, 1) (0: off)")
         if self.flow_size < 16:
             raise ValueError(f"stabilize flow_size must be at least 16, got {self.flow_size}")
         if self.check not in CHECKS:

@@ -9,9 +9,10 @@ translated once it passes the threshold. A live source that stalls (no frame for
 size starts the stabiliser over, so nothing is blended across the gap.
 
 With the stabiliser, each frame's optical flow (input t-1 -> t, at the reduced size) is found in a flow
-thread of its own while the model translates the same frame: OpenCV's DIS and the backends release the GIL,
-so on two cores the flow costs the frame little more than the blend (issue 13: "flow ... in the pipeline's
-own stage, so it overlaps with inference"). `close()` ends that thread.
+thread of its own while the model translates the same frame (issue 13: "flow ... in the pipeline's own
+stage, so it overlaps with inference"); OpenCV's DIS and the backends release the GIL. That overlap is free
+when inference runs on a GPU; on a 2-core CPU whose inference already fills both cores it gained nothing
+(BENCHMARKS.md, the live loop). `close()` ends that thread.
 """
 
 from __future__ import annotations

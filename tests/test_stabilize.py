@@ -162,3 +162,9 @@ def test_webcam_filter_and_stabiliser_are_on_by_default_and_0_turns_them_off(tin
     for option, value in (("--skip-similar", 1.5), ("--stabilize", -0.1)):
         assert run_cli("webcam", "--model", tiny_model, "--source", "0", "--no-show", option, value) == 2
         assert f"{option} {value:g}: expected" in capsys.readouterr().err
+    # the same one-line refusal (not a traceback) from video, demo and benchmark, which share stabilize_options
+    clip = make_clip(tmp_path / "c.mp4", frames=2)
+    for command in (["video", clip, "--out", tmp_path / "o.mp4"], ["demo"], ["benchmark", "--sizes", 32]):
+        assert run_cli(*command, "--model", tiny_model, "--stabilize", 1.5) == 2
+        assert "--stabilize 1.5: expected a strength in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()

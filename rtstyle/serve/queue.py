@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import UserError
 from ..io.display import compose
 from ..pipeline import FrameTranslator
-from ..stabilize import StabilizeOptions
+from ..stabilize import stabilize_options
 from ..steady import SteadyTranslator
 
 MAX_LOADED = 2  # models kept loaded at once; the least recently used one no client has chosen goes first
@@ -57,7 +57,7 @@ class Client:
             strength = self.settings.stabilize
             if self.steady is not None:
                 self.steady.close()  # its flow thread
-            self.steady = SteadyTranslator(translator, StabilizeOptions(strength=strength) if strength else None)
+            self.steady = SteadyTranslator(translator, stabilize_options(strength))
             self._steady_key = key
         return self.steady
 
