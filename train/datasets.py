@@ -24,13 +24,18 @@ import numpy as np
 from rtstyle.download import DownloadError, download_file
 from rtstyle.io.images import write_image
 
-# (package, path inside it) of the colour photographs used, split by role. The two motorcycle images are
-# a stereo pair of one scene, so they stay in the same domain. Only everyday scenes: the Hubble deep field
-# and the retina fundus image are mostly black, which taught domain B "dark background" rather than "tone".
-PHOTOS_A = [("skimage", "data/astronaut.png"), ("skimage", "data/motorcycle_left.png"),
-            ("skimage", "data/motorcycle_right.png")]
-PHOTOS_B = [("skimage", "data/coffee.png"), ("sklearn", "datasets/images/china.jpg"),
-            ("sklearn", "datasets/images/flower.jpg")]
+# (package, path inside it) of the colour photographs used. Domains A and B are cut from the same photos
+# (separate random crops, so the data stay unpaired): when A held astronaut and motorcycles and B coffee,
+# china and flower, the discriminator told the domains apart by their content, and the CycleGAN teacher
+# learned to paint B's textures (blotches, fur) onto A: SSIM 0.715 against the exact transform on its own
+# training crops, identity 0.907. With the same content on both sides, only the tone separates them, which
+# is the translation to learn (the paper's own failure cases, section 5.2, are content changes of this kind).
+# Only everyday scenes: the Hubble deep field and the retina fundus image are mostly black, which taught
+# domain B "dark background" rather than "tone".
+PHOTOS_TRAIN = [("skimage", "data/astronaut.png"), ("skimage", "data/motorcycle_left.png"),
+                ("skimage", "data/motorcycle_right.png"), ("skimage", "data/coffee.png"),
+                ("sklearn", "datasets/images/china.jpg"), ("sklearn", "datasets/images/flower.jpg")]
+PHOTOS_A = PHOTOS_B = PHOTOS_TRAIN
 PHOTOS_TEST = [("skimage", "data/chelsea.png"), ("skimage", "data/rocket.jpg")]
 
 # Classic sepia matrix (rows give output R, G, B from input R, G, B).
