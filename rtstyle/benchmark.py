@@ -157,7 +157,7 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     sharing the cores with them costs. `stabilize` is `cli.py video`'s --stabilize (on there by default).
     """
     from .pipeline import FrameTranslator
-    from .transforms import preprocess
+    from .transforms import preprocess, resize_to_plan
     from .video import convert_video
     from .io.video import VideoReader
 
@@ -165,16 +165,21 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
         frame, _ = next(iter(reader))
     x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
-    before = bare_fps(backend, x, bare_seconds)
+    before = bare_fps(backend.infer, x, bare_seconds)
     result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
                            batch=batch, overwrite=True, stabilize=stabilize)
-    after = bare_fps(backend, x, bare_seconds)
+    after = bare_fps(backend.infer, x, bare_seconds)
     bare = (before + after) / 2
     stages = result.times.ms_per_frame()
+    extra = {}
+    if backend.fuses_frames:  # what the conversion ran: uint8 frames, converted in the graph (see live_record)
+        resized, _ = resize_to_plan(np.stack([frame] * batch), short_side)
+        backend.infer_frames(resized)
+        extra["bare_frames_fps"] = bare_fps(backend.infer_frames, resized, bare_seconds)
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
             "bare_fps": bare, "bare_fps_before": before, "bare_fps_after": after,
             "e2e_vs_bare": result.fps / bare, "pipeline_infer_fps": 1000.0 / stages["infer"],
-            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None}
+            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None, **extra}
 
 
 class PlainLoop:
@@ -302,8 +307,10 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
         log(f"{label(entry)}: the live loop on {live} for {live_seconds:g} s")
         lives[entry] = live_record(backends[entry], live, min(size), live_seconds, bare_seconds, log=log,
                                      stabilize=stabilize)
-        log(f"{label(entry)}: live {lives[entry]['live_fps']:.2f} fps, bare {lives[entry]['bare_fps']:.2f} fps, "
-            f"latency p50 {lives[entry]['latency_median_ms']:.0f} / p95 {lives[entry]['latency_p95_ms']:.0f} ms")
+        frames_fps = lives[entry].get("bare_frames_fps")
+        log(f"{label(entry)}: live {lives[entry]['live_fps']:.2f} fps, bare {lives[entry]['bare_fps']:.2f} fps"
+            + (f" ({frames_fps:.2f} on uint8 frames)" if frames_fps else "")
+            + f", latency p50 {lives[entry]['latency_median_ms']:.0f} / p95 {lives[entry]['latency_p95_ms']:.0f} ms")
     records = []
     for m in models:
         # MACs of the model at this size (rtstyle.macs: GAN Compression's convention), from its own metadata.

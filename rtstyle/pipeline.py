@@ -1,7 +1,9 @@
 """The streaming building blocks shared by file conversion and the live loop: timed stages and threads.
 
 A frame travels source -> preprocess -> infer -> postprocess -> sink. `FrameTranslator` is the middle
-three (the pure `transforms.preprocess`/`postprocess` around a backend), timing each into `StageTimes`.
+three (the pure `transforms.preprocess`/`postprocess` around a backend), timing each into `StageTimes`;
+for a backend that converts inside its graph (`Backend.fuses_frames`: OpenVINO) it only resizes around
+`backend.infer_frames`, which takes and returns uint8 frames.
 `Worker` runs one stage in a thread between bounded queues, so decoding, translation and encoding overlap
 (each stage keeps FIFO order, so frame order is kept) and a slow stage makes the others wait instead of
 filling memory. Errors in a worker are re-raised in the thread that joins it.
@@ -18,8 +20,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .backends import Backend
-from .tiling import guarded_infer
-from .transforms import postprocess, preprocess
+from .tiling import fits_at_once, guarded_infer
+from .transforms import MULTIPLE, postprocess, preprocess, resize_frames, resize_to_plan
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 END = object()  # queue sentinel: no more items
@@ -73,6 +75,15 @@ class FrameTranslator:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         n = len(frames)
+        if self.backend.fuses_frames:  # OpenVINO: uint8 frames in and out, converted inside its graph
+            with timed(self.times, "preprocess", n):
+                resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
+            h, w = resized.shape[1:3]
+            if h % MULTIPLE == 0 and w % MULTIPLE == 0 and fits_at_once(self.backend, n, h, w):
+                with timed(self.times, "infer", n):
+                    y = self.backend.infer_frames(resized)
+                with timed(self.times, "postprocess", n):
+                    return resize_frames(y, *plan.source)
         with timed(self.times, "preprocess", n):
             x, plan = preprocess(frames, self.size)  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):

@@ -193,16 +193,20 @@ def fitting_side(budget: int, ngf: int, backend: str, height: int, width: int) -
     return max(MULTIPLE, int(math.sqrt(pixels * short / long)) // MULTIPLE * MULTIPLE)
 
 
+def fits_at_once(backend, b: int, h: int, w: int) -> bool:
+    """Whether `backend` may translate a (b, 3, h, w) batch in one call within its memory budget."""
+    return estimate_bytes(backend.info.config.ngf, getattr(backend, "name", ""), b, h, w) <= budget_for(backend)
+
+
 def guarded_infer(backend, x: torch.Tensor) -> torch.Tensor:
     """`backend.infer(x)`, or, when its estimate exceeds the budget, the batch split and each image translated
     by `tiled_generator_forward` (said once per input size through `backend.log`); a UserError with the size
     that fits at once when tiles cannot be used (no weights, a budget too small for a tile)."""
     b, _, h, w = x.shape
     config, name = backend.info.config, getattr(backend, "name", "")
-    need = estimate_bytes(config.ngf, name, b, h, w)
-    budget = budget_for(backend)
-    if need <= budget:
+    if fits_at_once(backend, b, h, w):
         return backend.infer(x)
+    need, budget = estimate_bytes(config.ngf, name, b, h, w), budget_for(backend)
     if b > 1 and estimate_bytes(config.ngf, name, 1, h, w) <= budget:
         return torch.cat([backend.infer(x[i:i + 1]) for i in range(b)])
     ref = getattr(backend, "ref", None)

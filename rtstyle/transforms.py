@@ -177,13 +177,18 @@ def plan_for(height: int, width: int, size: int | None) -> Plan:
     return Plan(source=(height, width), resized=resized, padded=padded)
 
 
-def preprocess(frames: np.ndarray, size: int | None, bgr: bool = False) -> tuple[torch.Tensor, Plan]:
-    """uint8 RGB (or BGR) frames (h, w, 3)/(b, h, w, 3) -> generator input (b, 3, H, W) in [-1, 1] and the plan."""
+def resize_to_plan(frames: np.ndarray, size: int | None) -> tuple[np.ndarray, Plan]:
+    """uint8 frames (h, w, 3)/(b, h, w, 3) -> (b, H', W', 3) at the processing size of `size`, and the plan."""
     arr = np.asarray(frames)
     if arr.ndim == 3:
         arr = arr[None]
     plan = plan_for(arr.shape[1], arr.shape[2], size)
-    arr = resize_frames(arr, *plan.resized)
+    return resize_frames(arr, *plan.resized), plan
+
+
+def preprocess(frames: np.ndarray, size: int | None, bgr: bool = False) -> tuple[torch.Tensor, Plan]:
+    """uint8 RGB (or BGR) frames (h, w, 3)/(b, h, w, 3) -> generator input (b, 3, H, W) in [-1, 1] and the plan."""
+    arr, plan = resize_to_plan(frames, size)
     x, _ = pad_to_multiple(frames_to_tensor(arr, bgr=bgr))
     return x, plan
 

@@ -101,6 +101,24 @@ def test_matches_torch_fp32_at_several_sizes_and_batches(tiny, backend, precisio
         assert error <= tolerance, f"{backend} {precision} {shape}: max abs {error:.3g} > {tolerance}"
 
 
+@pytest.mark.parametrize("backend,precision,tolerance", PARAMS)
+def test_uint8_frames_in_and_out_match_the_tensor_path(tiny, backend, precision, tolerance):
+    """`infer_frames` (OpenVINO: the conversions inside its graph) == the pure transforms around `infer`."""
+    from rtstyle.transforms import frames_to_tensor, tensor_to_frames
+
+    path, _, _ = tiny
+    runner = create_backend(str(path), BackendOptions(backend=backend, precision=precision), log=None)
+    assert runner.fuses_frames == (backend == "openvino")
+    for b, h, w in [(1, 64, 64), (3, 36, 92)]:
+        frames = (_batch(b, h, w).permute(0, 2, 3, 1).add(1).mul(127.5).round().to(torch.uint8)).numpy()
+        got = runner.infer_frames(frames)
+        expected = tensor_to_frames(runner.infer(frames_to_tensor(frames)))
+        assert got.dtype == expected.dtype and got.shape == frames.shape
+        # rounding of values within the backend's tolerance of a half level may land one level apart
+        levels = int(got.astype(int).__sub__(expected).__abs__().max())
+        assert levels <= 1 + int(tolerance * 127.5), f"{backend} {precision} {(b, h, w)}: {levels} levels apart"
+
+
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
 def test_torch_cuda_fp16_chosen_by_auto_matches(tiny):
     path, generator, _ = tiny

@@ -249,3 +249,20 @@ def test_measure_with_a_busy_core_and_the_live_loop(tiny_model_path, tmp_path):
     assert 0 < live["latency_median_ms"] <= live["latency_p95_ms"]
     assert live["live_fps"] > 0 and live["bare_fps"] > 0
     assert live["live_vs_bare"] == pytest.approx(live["live_fps"] / live["bare_fps"])
+    assert "bare_frames_fps" not in live  # torch converts with the pure transforms: one bare figure
+
+
+@pytest.mark.skipif(not HAS_INT8, reason="needs openvino")
+def test_live_record_of_a_backend_that_converts_frames_in_its_graph(tiny_model_path, tmp_path):
+    """OpenVINO runs the loop on uint8 frames (`infer_frames`); both bare figures are reported beside it."""
+    from media_helpers import make_clip
+    from rtstyle.backends import BackendOptions, create_backend
+    from rtstyle.bench_live import live_record
+
+    backend = create_backend(str(tiny_model_path), BackendOptions(backend="openvino", precision="fp32"), log=None)
+    calls = []
+    original = backend.infer_frames
+    backend.infer_frames = lambda frames: calls.append(frames.shape) or original(frames)
+    live = live_record(backend, str(make_clip(tmp_path / "live.mp4", frames=6)), 32, seconds=30, bare_seconds=0.1)
+    assert live["frames"] == 6 and live["bare_fps"] > 0 and live["bare_frames_fps"] > 0
+    assert calls and all(shape[:2] == (1, 32) and shape[3] == 3 for shape in calls)  # short side 32, RGB

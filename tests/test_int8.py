@@ -128,6 +128,12 @@ def test_int8_export_is_quantised_close_to_fp32_and_self_describing(int8_export,
     worst, mean_abs = _heldout_psnr(runner, generator)
     assert worst >= 30 and mean_abs <= 0.03, (worst, mean_abs)
     assert runner.infer(torch.zeros(3, 3, *HW)).shape == (3, 3, *HW)  # another batch size: recompiled, same IR
+    # uint8 frames in and out, converted inside the graph (what FrameTranslator runs): as close to fp32
+    _, frames = heldout_frames(HW)
+    expected = tensor_to_frames(generator(frames_to_tensor(frames)).detach())
+    got = np.concatenate([runner.infer_frames(frames[i:i + 1]) for i in range(len(frames))])
+    assert got.dtype == np.uint8 and got.shape == frames.shape
+    assert min(psnr_db(e[None], g[None]) for e, g in zip(expected, got)) >= 30
 
 
 @needs_int8

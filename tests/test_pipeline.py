@@ -36,6 +36,32 @@ def test_translator_is_the_pure_transforms_around_the_backend(backend):
     assert translator.times.frames["infer"] == 2
 
 
+class _FusingSpy:
+    """The torch backend, saying it converts frames itself (as OpenVINO does), counting which call ran."""
+
+    fuses_frames = True
+
+    def __init__(self, inner) -> None:
+        self.inner, self.info, self.name, self.calls = inner, inner.info, inner.name, []
+
+    def infer(self, x):
+        self.calls.append("infer")
+        return self.inner.infer(x)
+
+    def infer_frames(self, frames):
+        self.calls.append("infer_frames")
+        return self.inner.infer_frames(frames)
+
+
+def test_a_backend_that_converts_frames_itself_gets_uint8_frames(backend):
+    frames = np.random.default_rng(2).integers(0, 256, (2, 30, 41, 3), dtype=np.uint8)
+    spy = _FusingSpy(backend)
+    np.testing.assert_array_equal(FrameTranslator(spy, size=32)(frames), FrameTranslator(backend, 32)(frames))
+    assert spy.calls == ["infer_frames"]
+    FrameTranslator(spy, size=None)(frames)  # native 30x41 is no multiple of 4: padded on the tensor path
+    assert spy.calls == ["infer_frames", "infer"]
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_conversion_keeps_frame_order(backend, tmp_path, batch):
     src = make_clip(tmp_path / "seq.mp4", frames=8, width=48, height=32)

@@ -23,12 +23,19 @@ class Backend:
     # rtstyle.tiling) and where to say how a too-large input is handled.
     max_memory: int | None = None
     log = None
+    # True where `infer_frames` converts inside the compiled model (OpenVINO's PrePostProcessor), so that
+    # `pipeline.FrameTranslator` hands it uint8 frames rather than doing the conversions itself.
+    fuses_frames = False
 
     def __init__(self, info: ModelInfo) -> None:
         self.info = info
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) -> (b, 3, h, w), float32 on CPU
         raise NotImplementedError
+
+    def infer_frames(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 RGB (b, h, w, 3), h and w multiples of 4 -> the translated uint8 frames, same shape."""
+        return tensor_to_frames(self.infer(frames_to_tensor(frames)))
 
     def describe(self) -> str:
         """One line for the console: backend, device, precision."""

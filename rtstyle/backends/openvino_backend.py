@@ -36,6 +36,7 @@ def resolve_precision(precision: str, capabilities: set[str]) -> str:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
+    fuses_frames = True  # infer_frames: uint8 frames in and out, converted inside the graph
 
     def __init__(self, model_path: Path, precision: str = "auto", threads: int | None = None,
                  log: Callable[[str], None] | None = None, kind: str | None = None) -> None:
@@ -60,16 +61,17 @@ class OpenVinoBackend(Backend):
         # A fixed-size IR is compiled for its static shape, once per batch size seen (faster kernels than a
         # dynamic compile: 15% for the int8 generator here); a dynamic IR is compiled once.
         self.model, self.hint, self.threads = model, hint, threads
-        self.requests: dict[int | None, tuple] = {}
+        self.requests: dict[tuple[int | None, bool], tuple] = {}
         self._request(None if meta.dynamic else 1)
 
-    def _request(self, batch: int | None):
-        if batch not in self.requests:
+    def _request(self, batch: int | None, frames: bool = False):
+        """(infer request, output) compiled for `batch` (None: the dynamic IR), taking uint8 frames or not."""
+        if (batch, frames) not in self.requests:
             shape = None if batch is None else (batch, self.meta.info.config.input_nc, self.meta.height,
                                                  self.meta.width)
-            compiled = compile_cpu(self.model, self.hint, shape, self.threads)
-            self.requests[batch] = (compiled.create_infer_request(), compiled.output(0))
-        return self.requests[batch]
+            compiled = compile_cpu(self.model, self.hint, shape, self.threads, frames=frames)
+            self.requests[(batch, frames)] = (compiled.create_infer_request(), compiled.output(0))
+        return self.requests[(batch, frames)]
 
     def describe(self) -> str:
         return f"openvino {self.precision} on CPU ({self.path.name}, {self.note})"
@@ -80,6 +82,12 @@ class OpenVinoBackend(Backend):
         array = np.ascontiguousarray(x.detach().float().cpu().numpy())
         result = request.infer({INPUT_NAME: array})
         return torch.from_numpy(np.array(result[output], dtype=np.float32, copy=True))
+
+    def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
+        b, h, w, _ = frames.shape
+        self.meta.check_input((b, self.meta.info.config.input_nc, h, w))
+        request, output = self._request(None if self.meta.dynamic else b, frames=True)
+        return request.infer({INPUT_NAME: np.ascontiguousarray(frames)})[output].copy()
 
 
 def _int8_summary(meta) -> str:

@@ -50,6 +50,7 @@ CHILD_MODULE = "rtstyle.formats.int8.quantize"  # `python -m` of it builds one s
 class OpenVinoInt8Backend(Backend):
     name = "openvino"
     precision = "int8"
+    fuses_frames = True  # infer_frames: uint8 frames in and out, converted inside the graph
 
     def __init__(self, weights_path: Path, threads: int | None = None, log: Callable[[str], None] | None = None,
                  build_after: int = 1, background: bool = False, **thresholds) -> None:
@@ -178,20 +179,32 @@ class OpenVinoInt8Backend(Backend):
         when = "in the background once a size recurs" if self.background else "on first use"
         return f"openvino int8 on CPU ({self.path.name}; built per input size {when}, then cached)"
 
-    def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) float32 -> same
-        b, c, h, w = x.shape
-        if c != self.info.config.input_nc or h % MULTIPLE or w % MULTIPLE:
-            raise ArtifactError(f"expected input (b, {self.info.config.input_nc}, h, w) with h and w multiples of "
-                                f"{MULTIPLE}, got {tuple(x.shape)}")
+    def _request(self, b: int, h: int, w: int, frames: bool = False):
+        """(infer request, output) for a batch of `b` inputs of `h` x `w`: the model that runs that size now."""
+        c = self.info.config.input_nc
+        if h % MULTIPLE or w % MULTIPLE:
+            raise ArtifactError(f"expected input (b, {c}, h, w) with h and w multiples of {MULTIPLE}, got "
+                                f"{(b, c, h, w)}")
         self.seen[(h, w)] += 1
         model, final = self._model((h, w))
-        key = (b, h, w, final)
+        key = (b, h, w, final, frames)
         if key not in self.requests:
-            compiled = compile_cpu(model, self.rest, (b, c, h, w), self.threads)
+            compiled = compile_cpu(model, self.rest, (b, c, h, w), self.threads, frames=frames)
             self.requests[key] = (compiled.create_infer_request(), compiled.output(0))
-        request, output = self.requests[key]
+        return self.requests[key]
+
+    def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) float32 -> same
+        b, c, h, w = x.shape
+        if c != self.info.config.input_nc:
+            raise ArtifactError(f"expected input (b, {self.info.config.input_nc}, h, w), got {tuple(x.shape)}")
+        request, output = self._request(b, h, w)
         result = request.infer({INPUT_NAME: np.ascontiguousarray(x.detach().float().cpu().numpy())})
         return torch.from_numpy(np.array(result[output], dtype=np.float32, copy=True))
+
+    def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
+        b, h, w, _ = frames.shape
+        request, output = self._request(b, h, w, frames=True)
+        return request.infer({INPUT_NAME: np.ascontiguousarray(frames)})[output].copy()
 
 
 def _stop(child: subprocess.Popen) -> None:
