@@ -112,9 +112,9 @@ def fast_model(spec: str | Path, log: Log | None = None) -> str:
 def relations(names: list[str]) -> dict[str, str]:
     """For `cli.py models`: 'student of X' for students, 'students: a, b' for teachers with any, by name."""
     students = stored_students()
-    out = {s.name: f"student of {s.teacher.get('name', '?')} (sha256 {s.teacher['sha256'][:12]})" for s in students}
+    out, listed = {}, set()  # listed: the sha256 of every teacher that is here
     for name in names:
-        if name in out:
+        if name in (s.name for s in students):
             continue
         try:
             mine = students_of(resolve_model(name), students)
@@ -122,6 +122,10 @@ def relations(names: list[str]) -> dict[str, str]:
             continue
         if mine:
             out[name] = "students: " + ", ".join(s.name for s in mine)
+            listed.update(s.teacher["sha256"] for s in mine)
+    for s in students:  # a bundled student's teacher is usually not here (the demo's is 45 MB): say so
+        where = "" if s.teacher["sha256"] in listed else ", not in the store"
+        out[s.name] = f"student of {s.teacher.get('name', '?')} (sha256 {s.teacher['sha256'][:12]}{where})"
     return out
 
 

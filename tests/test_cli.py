@@ -63,6 +63,8 @@ def test_models_lists_the_store(tiny, tmp_path):
     (tmp_path / "home" / "models" / "mine.safetensors").write_bytes(tiny.read_bytes())
     result = run_cli("models", env=env)
     assert result.returncode == 0 and "mine\ta->b\tngf=8 blocks=2" in result.stdout
+    demo = next(line for line in result.stdout.splitlines() if line.startswith("demo\t"))
+    assert "student of " in demo and "not in the store" in demo  # the bundled student; its teacher is not here
 
 
 def test_import_weights_then_translate(tiny, tmp_path):

@@ -113,6 +113,8 @@ def test_few_steps_write_a_loadable_student_with_its_provenance(teacher, tmp_pat
     assert read_info(isolated_store / "teach_fast.safetensors") == info
     listing = cli("models").stdout
     assert "student of teach" in listing and "students: teach_fast" in listing
+    row = next(line for line in listing.splitlines() if line.startswith("teach_fast\t"))
+    assert "student of teach" in row and "not in the store" not in row  # its teacher is listed beside it
     t = cli("translate", data / "coffee.png", "--model", "teach", "--fast", "--out", tmp_path / "t",
             "--backend", "torch")
     assert t.returncode == 0 and "--fast: running teach_fast, the student of teach" in t.stderr, t.stderr
