@@ -62,7 +62,19 @@ def bare_fps(call, x, seconds: float) -> float:
 def live_record(backend: Backend, source: str, size: int | None, seconds: float = 10.0,
                 bare_seconds: float = 5.0, realtime: bool = False, skip_similar: float | None = None,
                 stabilize=None, log=lambda message: None) -> dict:
-    """The live loop on `source` for `seconds` (or until it ends), then the bare fps at its processing shape."""
+    """The live loop on `source` for `seconds` (or until it ends), then the bare fps at its processing shape.
+
+    One frame is read and translated first, untimed: that shape's first call may compile, or build an int8
+    model (seconds), which would otherwise be counted as the loop's first frame.
+    """
+    probe = open_source(source, realtime=False, log=log)
+    try:
+        sample = probe.read(timeout=30.0)
+    finally:
+        probe.close()
+    if sample is None:
+        raise RuntimeError(f"--live {source}: no frame arrived ({probe.error or 'source ended'})")
+    FrameTranslator(backend, size)(sample.rgb[None])
     first: list[np.ndarray] = []
 
     def on_frame(item: Captured, translated: np.ndarray, latency: float) -> None:
