@@ -28,7 +28,7 @@ from .video import convert_video
 
 @dataclass
 class DemoOptions:
-    """Translate a bundled 4-second clip with the bundled demo model (photo -> vintage, trained by this project
+    """Translate a bundled 4-second clip with the bundled demo model (photo -> thermal, trained by this project
     on CPU), write the video and a side-by-side PNG to --out (replacing the demo's own files there), show it in
     a window when a display exists, and print the fps. --source makes it a live demo."""
 

@@ -3,18 +3,21 @@
 # side by side): two teachers trained by `cli.py train` on the demo dataset with the resize upsampler (the
 # full-size ngf-64 9-block generator and an ngf-32 one), then students distilled from them with a linear
 # learning-rate decay. fidelity.csv in each student's run folder is the curve (PSNR/SSIM of the student's
-# output against the teacher's on held-out images, against minutes). BENCHMARKS.md has the figures.
+# output against the teacher's on held-out images, against minutes). BENCHMARKS.md has the figures; they were
+# measured on the demo dataset as it was then (commit 7aa7842: domain B other photos through the sepia
+# 'vintage' print transform, since replaced by `thermal`), so this script reproduces them at that commit.
 set -eu
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-runs}
 DATA=${DATA:-$OUT/datasets/demo}
 export OMP_NUM_THREADS=1
-export RTSTYLE_HOME="${RTSTYLE_HOME:-$PWD/$OUT/home}"
+case "$OUT" in /*) out_dir=$OUT ;; *) out_dir=$PWD/$OUT ;; esac
+export RTSTYLE_HOME="${RTSTYLE_HOME:-$out_dir/home}"
 [ -d "$DATA" ] || $PY cli.py datasets make-demo --out "$DATA" --seed 0
 
 teacher() {  # NAME NGF EPOCHS: EPOCHS constant + EPOCHS decaying (400 steps each), at most 55 minutes
-  $PY cli.py train --dataroot "$DATA" --name "$1" --out "$OUT" --names photo,vintage --ngf "$2" --n-blocks 9 \
+  $PY cli.py train --dataroot "$DATA" --name "$1" --out "$OUT" --names photo,thermal --ngf "$2" --n-blocks 9 \
     --upsample resize --load-size 104 --crop-size 96 --lambda-identity 2.0 --precision auto --epochs "$3" \
     --epochs-decay "$3" --num-workers 0 --seed 0 --save-every 200 --sample-every 1000 --log-every 50 --max-minutes 55
 }

@@ -6,6 +6,7 @@ import json
 import zipfile
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -44,31 +45,31 @@ def test_demo_domains_share_their_photos_but_not_their_crops_and_test_photos_are
     datasets.make_demo_dataset(tmp_path / "d", seed=0, **SMALL)
     train_a = [read_image(p) for p in sorted((tmp_path / "d" / "trainA").glob("*.png"))]
     train_b = [read_image(p) for p in sorted((tmp_path / "d" / "trainB").glob("*.png"))]
-    assert not any(np.array_equal(datasets.vintage(x), y) for x in train_a for y in train_b)
+    assert not any(np.array_equal(datasets.thermal(x), y) for x in train_a for y in train_b)
 
 
-def test_testb_is_the_vintage_transform_of_testa(tmp_path):
+def test_testb_is_the_thermal_transform_of_testa(tmp_path):
     datasets.make_demo_dataset(tmp_path / "d", seed=0, **SMALL)
     for src in sorted((tmp_path / "d" / "testA").glob("*.png")):
-        assert np.array_equal(read_image(tmp_path / "d" / "testB" / src.name), datasets.vintage(read_image(src)))
+        assert np.array_equal(read_image(tmp_path / "d" / "testB" / src.name), datasets.thermal(read_image(src)))
 
 
-def test_vintage_is_a_visible_change():
+def test_thermal_is_a_visible_change():
     rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    out = datasets.vintage(rgb)
+    out = datasets.thermal(rgb)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - rgb).mean() > 20
 
 
-def test_vintage_ignores_exposure_like_the_generator_does():
-    """Auto-levels make vintage(a*x + c) == vintage(x): what InstanceNorm makes the generator blind to cannot
-    decide the ground truth. A plain sepia (no auto-levels) would not pass this."""
+def test_thermal_ignores_exposure_like_the_generator_does():
+    """Auto-levels make thermal(a*x + c) == thermal(x): what InstanceNorm makes the generator blind to cannot
+    decide the ground truth. The colour map alone (no auto-levels) would not pass this."""
     photo = datasets.load_photo("skimage", "data/chelsea.png")[:96, :96]
     dim = np.clip(photo.astype(np.float32) * 0.6 + 30, 0, 255).round().astype(np.uint8)  # flatter and darker
     assert np.abs(dim.astype(int) - photo).mean() > 15
-    assert np.abs(datasets.vintage(dim).astype(int) - datasets.vintage(photo)).mean() < 2.0
-    sepia_only = lambda x: np.clip(x.astype(np.float32) @ datasets.SEPIA.T, 0, 255)  # noqa: E731
-    assert np.abs(sepia_only(dim) - sepia_only(photo)).mean() > 15
+    assert np.abs(datasets.thermal(dim).astype(int) - datasets.thermal(photo)).mean() < 2.0
+    map_only = lambda x: cv2.applyColorMap(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.COLORMAP_INFERNO)  # noqa: E731
+    assert np.abs(map_only(dim).astype(int) - map_only(photo)).mean() > 15
 
 
 def test_make_demo_refuses_to_replace_a_nonempty_folder(tmp_path):
@@ -86,13 +87,13 @@ class _Identity(Backend):
         return x
 
 
-class _Vintage(Backend):
+class _Thermal(Backend):
     """The known transform as a backend: a perfect model of the demo dataset."""
 
-    name = "vintage"
+    name = "thermal"
 
     def infer(self, x):
-        return frames_to_tensor(np.stack([datasets.vintage(f) for f in tensor_to_frames(x)]))
+        return frames_to_tensor(np.stack([datasets.thermal(f) for f in tensor_to_frames(x)]))
 
 
 def test_identity_scores_exactly_the_baseline_and_the_known_transform_is_perfect(tmp_path, tiny_generator):
@@ -102,7 +103,7 @@ def test_identity_scores_exactly_the_baseline_and_the_known_transform_is_perfect
     assert ident.images == 4
     assert ident.psnr == ident.identity_psnr and ident.ssim == ident.identity_ssim
     assert 10 < ident.identity_psnr < 40
-    perfect = evaluate_paired(_Vintage(info), tmp_path / "d")
+    perfect = evaluate_paired(_Thermal(info), tmp_path / "d")
     assert perfect.psnr == float("inf") and perfect.ssim == pytest.approx(1.0)
 
 
