@@ -223,12 +223,15 @@ def test_window_shows_the_translation_and_keys_work(xvfb, tiny_model, tmp_path):
     def wait_shown(expected: np.ndarray, failure: str) -> None:
         """Screenshots until the window shows `expected`: the first frame can take a while on a loaded machine
         (the window is black until then), so a fixed wait would be a guess."""
-        deadline = time.monotonic() + 120
+        deadline, why = time.monotonic() + 120, ""
         while True:
-            shown = screenshot()
+            try:
+                shown = screenshot()
+            except (subprocess.CalledProcessError, AssertionError) as e:  # not mapped yet (xwd: BadMatch), or
+                shown, why = np.full(3, np.nan), str(e)  # not yet at the picture's size: look again
             if np.abs(shown - expected).max() < 12:
                 return
-            assert time.monotonic() < deadline, f"{failure} (shown {shown}, expected {expected})"
+            assert time.monotonic() < deadline, f"{failure} (shown {shown}, expected {expected}; {why})"
             time.sleep(0.3)
 
     def key(name: str) -> None:
