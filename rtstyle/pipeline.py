@@ -21,7 +21,7 @@ import numpy as np
 
 from .backends import Backend
 from .tiling import fits_at_once, guarded_infer
-from .transforms import MULTIPLE, postprocess, preprocess, resize_frames, resize_to_plan
+from .transforms import frames_to_tensor, pad_to_multiple, postprocess, resize_frames, resize_to_plan
 
 STAGES = ("decode", "preprocess", "infer", "postprocess", "encode")
 END = object()  # queue sentinel: no more items
@@ -75,17 +75,16 @@ class FrameTranslator:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         n = len(frames)
-        if self.backend.fuses_frames:  # OpenVINO: uint8 frames in and out, converted inside its graph
-            with timed(self.times, "preprocess", n):
-                resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
-            h, w = resized.shape[1:3]
-            if h % MULTIPLE == 0 and w % MULTIPLE == 0 and fits_at_once(self.backend, n, h, w):
-                with timed(self.times, "infer", n):
-                    y = self.backend.infer_frames(resized)
-                with timed(self.times, "postprocess", n):
-                    return resize_frames(y, *plan.source)
         with timed(self.times, "preprocess", n):
-            x, plan = preprocess(frames, self.size)  # (b, 3, H, W) float32 in [-1, 1]
+            resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
+        h, w = plan.resized
+        if self.backend.fuses_frames and plan.padded == plan.resized and fits_at_once(self.backend, n, h, w):
+            with timed(self.times, "infer", n):  # OpenVINO: uint8 frames in and out, converted inside its graph
+                y = self.backend.infer_frames(resized)
+            with timed(self.times, "postprocess", n):
+                return resize_frames(y, *plan.source)
+        with timed(self.times, "preprocess", 0):  # the same frames: counted once above
+            x, _ = pad_to_multiple(frames_to_tensor(resized))  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):
             y = guarded_infer(self.backend, x)  # (b, 3, H, W); tiled when too large for memory
         with timed(self.times, "postprocess", n):
