@@ -44,7 +44,7 @@ from rtstyle.students import fast_model
 from rtstyle.transforms import SIZE_HELP, parse_size
 from rtstyle.translate import TranslateOptions, translate_images
 from rtstyle.translate import output_paths as translate_paths
-from rtstyle.video import ConversionInterrupted, VideoOptions, convert_videos, output_paths
+from rtstyle.video import ConversionInterrupted, VideoOptions, choose_preset, convert_videos, output_paths
 from train import distill as distilling, loop as training
 from train.config import TrainConfig
 from train.datasets import DemoDatasetOptions, download_dataset, make_demo_dataset
@@ -206,13 +206,15 @@ def run_video(args) -> int:
     inputs = expand_inputs(args.inputs, VIDEO_SUFFIXES, out=args.out)
     backend = backend_from_args(args)
     pairs = list(zip(inputs, output_paths(inputs, args.out, backend.info.name or Path(args.model).stem)))
+    preset, why = choose_preset(args.preset, backend)
     running(args, backend, f"[bold]{len(inputs)}[/] video(s)", f"size {size or 'native'}, batch {args.batch}"
-            + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
+            + (f", stabilize {stabilize.strength:g}" if stabilize else "") + f", x264 {preset}"
+            + (f" ({why})" if why else ""))
     try:
         with VideoProgress(console) as progress:
             report = convert_videos(pairs, FrameTranslator(backend, size), batch=args.batch, overwrite=args.overwrite,
-                                    stabilize=stabilize, on_start=progress.on_start, on_progress=progress.on_progress,
-                                    on_done=progress.on_done)
+                                    stabilize=stabilize, preset=preset, on_start=progress.on_start,
+                                    on_progress=progress.on_progress, on_done=progress.on_done)
     except ConversionInterrupted as e:
         say(e.summary())
         return e.exit_code

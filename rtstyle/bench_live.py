@@ -59,6 +59,19 @@ def bare_fps(call, x, seconds: float) -> float:
     return calls * x.shape[0] / (time.perf_counter() - start)
 
 
+def bare_frames(backend: Backend, frames: np.ndarray, size: int | None, seconds: float) -> dict:
+    """{"bare_frames_fps": fps} of `backend.infer_frames` on `frames` resized for `size`, for a backend that
+    converts uint8 frames inside its graph (`Backend.fuses_frames`: what the pipeline runs); {} for others.
+
+    The bare fps of a benchmark is the generator call on a ready tensor, as every figure is; this one, beside
+    it, shows what the in-graph conversions cost or save."""
+    if not backend.fuses_frames:
+        return {}
+    resized, _ = resize_to_plan(frames, size)
+    backend.infer_frames(resized)  # this shape's first call may compile
+    return {"bare_frames_fps": bare_fps(backend.infer_frames, resized, seconds)}
+
+
 def live_record(backend: Backend, source: str, size: int | None, seconds: float = 10.0,
                 bare_seconds: float = 5.0, realtime: bool = False, skip_similar: float | None = None,
                 stabilize=None, log=lambda message: None) -> dict:
@@ -89,14 +102,7 @@ def live_record(backend: Backend, source: str, size: int | None, seconds: float 
     x, _ = preprocess(first[0][None], size)
     backend.infer(x)  # this shape's first call may compile
     bare = bare_fps(backend.infer, x, bare_seconds)
-    # The bare fps is the generator call on a ready tensor, as every benchmark figure is; a backend that
-    # converts uint8 frames inside its graph (what the loop runs, `Backend.fuses_frames`) is timed that way
-    # too, beside it, so the report shows what the in-graph conversions cost or save.
-    extra = {}
-    if backend.fuses_frames:
-        resized, _ = resize_to_plan(first[0], size)
-        backend.infer_frames(resized)
-        extra["bare_frames_fps"] = bare_fps(backend.infer_frames, resized, bare_seconds)
+    extra = bare_frames(backend, first[0], size, bare_seconds)
     latencies_ms = 1000 * np.asarray(report.latencies)
     return {"source": source, "realtime": realtime, "frames": report.frames, "seconds": report.seconds,
             "live_fps": report.fps, "bare_fps": bare, "live_vs_bare": report.fps / bare if bare else float("nan"),

@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .bench_live import BusyCores, bare_fps, live_record
+from .bench_live import BusyCores, bare_fps, bare_frames, live_record
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
@@ -39,6 +39,7 @@ from .devices import parse_device
 from .errors import UserError
 from .formats.int8.calibration import fit_frame, heldout_frames
 from .formats.int8.quantize import psnr_db
+from .io.video import preset_option
 from .macs import generator_macs
 from .stabilize import StabilizeOptions, stabilize_option, stabilize_options
 from .transforms import frames_to_tensor, parse_hw, tensor_to_frames
@@ -148,17 +149,19 @@ def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
 
 
 def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path,
-               bare_seconds: float = 8.0, stabilize: StabilizeOptions | None = None) -> dict:
+               bare_seconds: float = 8.0, stabilize: StabilizeOptions | None = None,
+               preset: str = "auto") -> dict:
     """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape.
 
     The bare fps is `backend.infer` on one preprocessed frame for at least `bare_seconds` (and 3 calls) just
     before and just after the conversion; `pipeline_infer_fps` is the infer stage's own rate inside the
     conversion, so e2e / pipeline_infer shows what decode and encode cost and pipeline_infer / bare what
-    sharing the cores with them costs. `stabilize` is `cli.py video`'s --stabilize (on there by default).
+    sharing the cores with them costs. `stabilize` and `preset` are `cli.py video`'s --stabilize (on there by
+    default) and --preset.
     """
     from .pipeline import FrameTranslator
-    from .transforms import preprocess, resize_to_plan
-    from .video import convert_video
+    from .transforms import preprocess
+    from .video import choose_preset, convert_video
     from .io.video import VideoReader
 
     with VideoReader(clip) as reader:
@@ -166,20 +169,18 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
     x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
     before = bare_fps(backend.infer, x, bare_seconds)
+    preset, _ = choose_preset(preset, backend)
     result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
-                           batch=batch, overwrite=True, stabilize=stabilize)
+                           batch=batch, overwrite=True, stabilize=stabilize, preset=preset)
     after = bare_fps(backend.infer, x, bare_seconds)
     bare = (before + after) / 2
     stages = result.times.ms_per_frame()
-    extra = {}
-    if backend.fuses_frames:  # what the conversion ran: uint8 frames, converted in the graph (see live_record)
-        resized, _ = resize_to_plan(np.stack([frame] * batch), short_side)
-        backend.infer_frames(resized)
-        extra["bare_frames_fps"] = bare_fps(backend.infer_frames, resized, bare_seconds)
+    extra = bare_frames(backend, np.stack([frame] * batch), short_side, bare_seconds)  # what the conversion ran
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
             "bare_fps": bare, "bare_fps_before": before, "bare_fps_after": after,
             "e2e_vs_bare": result.fps / bare, "pipeline_infer_fps": 1000.0 / stages["infer"],
-            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None, **extra}
+            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None, "preset": preset,
+            **extra}
 
 
 class PlainLoop:
@@ -211,7 +212,7 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
-            settle: int = 1, stabilize: StabilizeOptions | None = None,
+            settle: int = 1, stabilize: StabilizeOptions | None = None, preset: str = "auto",
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
             live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
@@ -298,7 +299,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             for entry in backends:
                 log(f"{label(entry)}: converting the first {e2e_frames} frames of {video.name} end to end")
                 conversions[entry] = end_to_end(backends[entry], clip, min(size), batch, Path(folder), bare_seconds,
-                                                stabilize)
+                                                stabilize, preset)
                 log(f"{label(entry)}: end to end {conversions[entry]['e2e_fps']:.2f} fps, bare "
                     f"{conversions[entry]['bare_fps']:.2f} fps at {conversions[entry]['processing']}"
                     + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
@@ -448,6 +449,7 @@ class BenchmarkSettings:
                                      "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
     live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
     stabilize: float | None = stabilize_option()  # as `cli.py video` and `webcam`: for --video and --live
+    preset: str = preset_option()  # as `cli.py video`: for --video
     json: Path | None = field(default=None, metadata={
         "help": "also write the records, settings and machine description here"})
     fast: bool = field(default=False, metadata={"help": "benchmark the model's distilled student instead"})
@@ -508,12 +510,12 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
             records += measure(model, variants, size, batch, device=settings.device, warmup=settings.warmup,
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
-                               settle=settings.settle, stabilize=stabilize,
+                               settle=settings.settle, stabilize=stabilize, preset=settings.preset,
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
-                             "settle": settings.settle, "stabilize": settings.stabilize,
+                             "settle": settings.settle, "stabilize": settings.stabilize, "preset": settings.preset,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
                              "busy": settings.busy, "live": settings.live, "baseline": BASELINE,

@@ -23,7 +23,7 @@ from .pipeline import FrameTranslator
 from .stabilize import StabilizeOptions, stabilize_option
 from .store import DEMO_CLIP
 from .transforms import SIZE_HELP, plan_for
-from .video import convert_video
+from .video import choose_preset, convert_video
 
 
 @dataclass
@@ -101,7 +101,8 @@ def run_demo(backend: Backend, out_dir: Path, size: int | None = 256, show: bool
     if hasattr(backend, "prepare"):  # OpenVINO int8 from weights: the 4 s clip is over before a background build
         backend.prepare(plan_for(*original.shape[:2], size).padded)
     video = out_dir / "demo_clip_translated.mp4"
-    result = convert_video(DEMO_CLIP, video, translator, overwrite=True, stabilize=stabilize)
+    result = convert_video(DEMO_CLIP, video, translator, overwrite=True, stabilize=stabilize,
+                           preset=choose_preset("auto", backend)[0])
     picture = write_image(out_dir / "side_by_side.png", side_by_side(original, translator(original[None])[0]))
     report = DemoReport(video=video, side_by_side=picture, frames=result.frames, fps=result.fps,
                         notes=list(result.notes))

@@ -47,8 +47,7 @@ def stabilize_option():
     return field(default=DEFAULT_STRENGTH, metadata={
         "nargs": "?", "const": DEFAULT_STRENGTH, "metavar": "STRENGTH",
         "help": "steady the output: blend it with the previous output warped along the input's optical flow, where "
-                f"the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1), 0 for plain per-frame output "
-                f"[{DEFAULT_STRENGTH}]"})
+                "the flow is trusted (rtstyle/stabilize.py); STRENGTH in [0, 1), 0 for plain per-frame output"})
 
 
 def stabilize_options(strength: float | None) -> StabilizeOptions | None:

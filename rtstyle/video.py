@@ -25,7 +25,8 @@ from .errors import UserError
 from .interrupts import stop_reason, stop_signals_interrupt
 from .io.files import OutputAppeared, OutputExistsError
 from .io.inputs import refuse_clashing_stems, refuse_overwriting_inputs
-from .io.video import OUTPUT_FORMATS, VideoInfo, VideoReader, VideoReadError, VideoWriter
+from .io.video import (DEFAULT_PRESET, OUTPUT_FORMATS, VideoInfo, VideoReader, VideoReadError, VideoWriter,
+                       preset_option)
 from .pipeline import END, FrameTranslator, StageTimes, Worker, get, timed
 from .stabilize import Blender, MotionEstimator, StabilizeOptions, stabilize_option
 from .transforms import SIZE_HELP
@@ -43,6 +44,7 @@ class VideoOptions:
     batch: int = field(default=1, metadata={"help": "frames per backend call (helps GPUs)"})
     overwrite: bool = field(default=False, metadata={"help": "replace outputs that already exist"})
     stabilize: float | None = stabilize_option()
+    preset: str = preset_option()
 
 
 @dataclass
@@ -95,6 +97,28 @@ class ConversionFailed(RuntimeError):
         self.result = result
 
 
+# `--preset auto`: below this many MACs a pixel a model is "light". Measured on a 2-core Zen 4, 640x360, int8
+# (BENCHMARKS.md, "Encoder presets"): an ngf-8 student (12k) spent 0.77x of its bare fps end to end with
+# veryfast and 0.92x with ultrafast; an ngf-16 one (44k) 0.92x with veryfast. The share of the CPU the encoder
+# takes is what matters, and both the encoder's and the model's costs grow with the pixels, so the rule holds
+# at every size.
+LIGHT_MACS_PER_PIXEL = 25_000
+
+
+def choose_preset(preset: str, backend) -> tuple[str, str]:
+    """(x264 preset, why) for `--preset`: the preset itself unless it is `auto` (see `LIGHT_MACS_PER_PIXEL`)."""
+    if preset != "auto":
+        return preset, ""
+    if getattr(getattr(backend, "device", None), "type", None) == "cuda":
+        return "ultrafast", "auto: the model runs on a GPU, the encoder on the CPU"
+    from .macs import generator_macs
+
+    per_pixel = generator_macs(backend.info.config) / 256 ** 2
+    if per_pixel < LIGHT_MACS_PER_PIXEL:
+        return "ultrafast", f"auto: a light model ({per_pixel / 1000:.0f}k MACs a pixel)"
+    return DEFAULT_PRESET, f"auto: {per_pixel / 1000:.0f}k MACs a pixel"
+
+
 def output_paths(inputs: list[Path], out: Path, model_name: str) -> list[Path]:
     """One input and OUT with a video suffix: OUT itself; otherwise OUT is a folder of `<stem>_<model>.mp4`."""
     if len(inputs) == 1 and not out.is_dir() and out.suffix:
@@ -123,10 +147,10 @@ def _put(q: queue.Queue, item, consumer: Worker) -> None:
 def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: int = 1, overwrite: bool = False,
                   on_start: Callable[[VideoInfo], None] | None = None,
                   on_progress: Callable[[int], None] | None = None,
-                  stabilize: StabilizeOptions | None = None) -> ConvertResult:
+                  stabilize: StabilizeOptions | None = None, preset: str = DEFAULT_PRESET) -> ConvertResult:
     """Translate every frame of `src` into `dst`; raises VideoReadError, OutputExistsError, ConversionFailed,
     ConversionInterrupted. With `stabilize`, the flow is found in the decode thread and the blend done in the
-    encode thread (`rtstyle/stabilize.py`), both beside inference."""
+    encode thread (`rtstyle/stabilize.py`), both beside inference. `preset` is x264's speed preset."""
     if batch < 1:
         raise ValueError(f"batch must be at least 1, got {batch}")
     if dst.exists() and not overwrite:
@@ -135,7 +159,7 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
     with VideoReader(src) as reader:
         info = reader.info
         writer = VideoWriter(dst, info.width, info.height, info.rate, time_base=info.time_base,
-                             rotation=info.rotation, audio_from=src, overwrite=overwrite)
+                             rotation=info.rotation, audio_from=src, overwrite=overwrite, preset=preset)
         result = ConvertResult(source=src, output=None, expected=info.frames, times=times, notes=list(writer.notes))
         if on_start:
             on_start(info)
@@ -235,22 +259,22 @@ def _drain(stop: threading.Event, q_out: queue.Queue, decoder: Worker, encoder: 
 
 
 def convert_videos(pairs: list[tuple[Path, Path]], translator: FrameTranslator, *, batch: int = 1,
-                   overwrite: bool = False, stabilize: StabilizeOptions | None = None,
+                   overwrite: bool = False, stabilize: StabilizeOptions | None = None, preset: str = DEFAULT_PRESET,
                    on_start: Callable[[Path, Path, VideoInfo], None] | None = None,
                    on_progress: Callable[[Path, int], None] | None = None,
                    on_done: Callable[[ConvertResult | None, Path, str | None], None] | None = None) -> ConvertReport:
     """Convert each (source, output) pair; unreadable inputs and existing outputs are reported, not fatal."""
     with stop_signals_interrupt():  # SIGTERM and SIGHUP keep a partial file as Ctrl-C does
-        return _convert_all(pairs, translator, batch, overwrite, stabilize, on_start, on_progress, on_done)
+        return _convert_all(pairs, translator, batch, overwrite, stabilize, preset, on_start, on_progress, on_done)
 
 
-def _convert_all(pairs, translator, batch, overwrite, stabilize, on_start, on_progress, on_done) -> ConvertReport:
+def _convert_all(pairs, translator, batch, overwrite, stabilize, preset, on_start, on_progress, on_done) -> ConvertReport:
     report = ConvertReport()
     for src, dst in pairs:
         result, error = None, None
         try:
             result = convert_video(
-                src, dst, translator, batch=batch, overwrite=overwrite, stabilize=stabilize,
+                src, dst, translator, batch=batch, overwrite=overwrite, stabilize=stabilize, preset=preset,
                 on_start=(lambda info, s=src, d=dst: on_start(s, d, info)) if on_start else None,
                 on_progress=(lambda n, s=src: on_progress(s, n)) if on_progress else None)
             report.done.append(result)

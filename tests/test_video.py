@@ -207,3 +207,42 @@ def test_read_only_output_folder_is_one_line(tiny_model, tmp_path, capsys):
         assert f"cannot write {ro / 'out.mp4'}: it is on a read-only file system" in err and "Traceback" not in err
     finally:
         subprocess.run(["umount", str(ro)], check=False)
+
+
+def x264_options(path: Path) -> str:
+    """The settings x264 writes into every stream it encodes (its SEI text: 'x264 - core ... options: ...')."""
+    data = path.read_bytes()
+    start = data.index(b"options: ")
+    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")
+
+
+def test_preset_reaches_the_encoder_and_auto_picks_by_the_model(tiny_model, tmp_path, capsys):
+    from rtstyle.models import GeneratorConfig, ResnetGenerator
+    from rtstyle.video import choose_preset
+    from rtstyle.weights import ModelInfo, save_generator
+
+    src = make_clip(tmp_path / "in.mp4", frames=6)
+    fast, slow = tmp_path / "fast.mp4", tmp_path / "slow.mp4"
+    assert run_main("video", src, "--model", tiny_model, "--out", fast, "--size", "32") == 0
+    assert "x264 ultrafast (auto: a light model (" in capsys.readouterr().err  # ngf 8: a light model
+    assert run_main("video", src, "--model", tiny_model, "--out", slow, "--size", "32", "--preset", "veryfast") == 0
+    assert "x264 veryfast" in capsys.readouterr().err
+    # what x264 itself says it ran: ultrafast turns CABAC and the deblocking filter off, veryfast keeps them
+    assert "cabac=0" in x264_options(fast) and "deblock=0" in x264_options(fast)
+    assert "cabac=1" in x264_options(slow) and "deblock=1" in x264_options(slow)
+    assert probe(fast).frames == probe(slow).frames == 6
+
+    heavy = save_generator(ResnetGenerator(GeneratorConfig()), tmp_path / "full.safetensors",
+                           ModelInfo(config=GeneratorConfig(), name="full"))  # the reference ngf 64, 9 blocks
+    full = create_backend(heavy, BackendOptions(backend="torch"))
+    assert choose_preset("auto", full)[0] == "veryfast"
+    assert choose_preset("slow", full) == ("slow", "")
+    assert choose_preset("auto", create_backend(tiny_model, BackendOptions(backend="torch")))[0] == "ultrafast"
+
+
+def test_unknown_preset_is_refused_before_anything_is_written(tiny_model, tmp_path, capsys):
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    with pytest.raises(SystemExit):
+        run_main("video", src, "--model", tiny_model, "--out", tmp_path / "o.mp4", "--preset", "turbo")
+    assert "invalid choice: 'turbo'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]

@@ -13,7 +13,7 @@ copies its audio and subtitle tracks unchanged (`tracks.TrackCopy`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterator
@@ -185,14 +185,33 @@ def _output_time_base(rate: Fraction, time_base: Fraction | None) -> Fraction:
     return Fraction(1, d)
 
 
-def _encoder(suffix: str, width: int, height: int) -> tuple[str, str, dict[str, str]]:
-    """(codec, pixel format, options) for an output; H.264 at visually lossless quality, quick preset."""
+# x264's speed presets, fastest first. veryfast is the default: at 640x360 on a 2-core Zen 4 it encodes a
+# frame in 7.4 ms of CPU, ultrafast in 2.6 ms at about twice the file size (BENCHMARKS.md, "Encoder presets").
+# A fast model shares the cores with the encoder, so a faster preset leaves it more of them.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_PRESET = "veryfast"
+
+
+def preset_option():
+    """The `--preset` field of the options that write videos (video, benchmark); `auto` is resolved by
+    `rtstyle.video.choose_preset` from the model."""
+    return field(default="auto", metadata={"choices": ("auto",) + X264_PRESETS, "help": (
+        "H.264 encoder speed (x264 preset): a faster one leaves more of the CPU to the model and writes larger "
+        "files (ultrafast: about a third of veryfast's encoding time, twice its size); auto: ultrafast for a "
+        "light model (a distilled student) or one on a GPU, where encoding would take a large share of the time, "
+        f"else {DEFAULT_PRESET}")})
+
+
+def _encoder(suffix: str, width: int, height: int, preset: str = DEFAULT_PRESET) -> tuple[str, str, dict[str, str]]:
+    """(codec, pixel format, options) for an output; H.264 at visually lossless quality at x264 `preset`."""
+    if preset not in X264_PRESETS:
+        raise ValueError(f"encoder preset must be one of {', '.join(X264_PRESETS)}, got {preset!r}")
     if suffix == ".webm":
         return "libvpx-vp9", "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p", {"crf": "24", "b": "0"}
     codec = "libx264" if "libx264" in av.codecs_available else "h264"
     # 4:2:0 halves chroma resolution and so needs even sides; odd-sized videos keep full chroma instead
     pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
-    return codec, pix_fmt, ({"crf": "18", "preset": "veryfast"} if codec == "libx264" else {})
+    return codec, pix_fmt, ({"crf": "18", "preset": preset} if codec == "libx264" else {})
 
 
 class VideoWriter:
@@ -201,7 +220,7 @@ class VideoWriter:
     @writes_to(1)
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, *,
                  time_base: Fraction | None = None, rotation: int = 0, audio_from: str | Path | None = None,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, preset: str = DEFAULT_PRESET) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in OUTPUT_FORMATS:
@@ -220,7 +239,9 @@ class VideoWriter:
         self._last_t = Fraction(0)
         try:
             self.container = av.open(str(self.tmp), "w", format=OUTPUT_FORMATS[suffix])
-            codec, pix_fmt, options = _encoder(suffix, width, height)
+            codec, pix_fmt, options = _encoder(suffix, width, height, preset)
+            if preset != DEFAULT_PRESET and "preset" not in options:
+                self.notes.append(f"preset {preset} not used: it is an H.264 (x264) setting, and {codec} encodes here")
             if pix_fmt == "yuv444p":
                 self.notes.append(f"odd size {width}x{height}: encoded as 4:4:4 (4:2:0 needs even sides)")
             self.stream = self.container.add_stream(codec, rate=self.rate, options=options)
