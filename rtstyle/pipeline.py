@@ -3,7 +3,8 @@
 A frame travels source -> preprocess -> infer -> postprocess -> sink. `FrameTranslator` is the middle
 three (the pure `transforms.preprocess`/`postprocess` around a backend), timing each into `StageTimes`;
 for a backend that converts inside its graph (`Backend.fuses_frames`: OpenVINO) it only resizes around
-`backend.infer_frames`, which takes and returns uint8 frames.
+`backend.submit_frames`, which takes and returns uint8 frames and runs asynchronously, so a caller can keep
+one batch in flight while it hands on the last (`FrameTranslator.submit`).
 `Worker` runs one stage in a thread between bounded queues, so decoding, translation and encoding overlap
 (each stage keeps FIFO order, so frame order is kept) and a slow stage makes the others wait instead of
 filling memory. Errors in a worker are re-raised in the thread that joins it.
@@ -72,23 +73,40 @@ class FrameTranslator:
         self.backend = backend
         self.size = size
         self.times = times if times is not None else StageTimes()
+        self._done = 0.0  # when the last asynchronous result was collected (see `submit`)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return self.submit(frames)()
+
+    def submit(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start translating `frames`; returns a call that gives the result. With a backend that infers
+        asynchronously (`Backend.submit_frames`) this returns while the model runs, so the caller can hand on the
+        previous result meanwhile (`video.convert_video`); the infer stage is timed from when the model could
+        start it (submitted, and the one before done) to when its result was collected."""
         n = len(frames)
         with timed(self.times, "preprocess", n):
             resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
         h, w = plan.resized
         if self.backend.fuses_frames and plan.padded == plan.resized and fits_at_once(self.backend, n, h, w):
-            with timed(self.times, "infer", n):  # OpenVINO: uint8 frames in and out, converted inside its graph
-                y = self.backend.infer_frames(resized)
-            with timed(self.times, "postprocess", n):
-                return resize_frames(y, *plan.source)
+            submitted = time.perf_counter()
+            pending = self.backend.submit_frames(resized)  # OpenVINO: uint8 frames in and out, converted in-graph
+
+            def result() -> np.ndarray:
+                y = pending()
+                done = time.perf_counter()
+                self.times.add("infer", done - max(submitted, self._done), n)
+                self._done = done
+                with timed(self.times, "postprocess", n):
+                    return resize_frames(y, *plan.source)
+
+            return result
         with timed(self.times, "preprocess", 0):  # the same frames: counted once above
             x, _ = pad_to_multiple(frames_to_tensor(resized))  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):
             y = guarded_infer(self.backend, x)  # (b, 3, H, W); tiled when too large for memory
         with timed(self.times, "postprocess", n):
-            return postprocess(y, plan)  # (b, h, w, 3) uint8 at the source size
+            out = postprocess(y, plan)  # (b, h, w, 3) uint8 at the source size
+        return lambda: out
 
 
 class Stopped(Exception):

@@ -2,7 +2,8 @@
 
 Three stages overlap (`pipeline.Worker` threads, bounded queues): a decoder thread turns packets into RGB
 frames, the calling thread batches them through the `FrameTranslator` (PyTorch and OpenCV release the GIL
-while they compute), an encoder thread writes them with `VideoWriter`. Each stage is FIFO, so frame order
+while they compute; OpenVINO runs a batch asynchronously while the last is handed on), an encoder thread
+writes them with `VideoWriter`. Each stage is FIFO, so frame order
 is kept. Ctrl-C, SIGTERM and SIGHUP (`interrupts`) drain what was translated into `<stem>.partial<suffix>`
 (playable) and raise `ConversionInterrupted`. A file that fails to decode, or whose frames end before its
 header said (a file cut short), keeps what was translated under the partial name, is reported as failed,
@@ -144,6 +145,11 @@ def _put(q: queue.Queue, item, consumer: Worker) -> None:
                 raise RuntimeError(f"{consumer.name} stage stopped unexpectedly")
 
 
+def _hand_on(q_out: queue.Queue, items: list, result: Callable[[], np.ndarray], encoder: Worker) -> None:
+    """The translated batch (b, h, w, 3), its timestamps and motions, to the encode stage."""
+    _put(q_out, (result(), [it[1] for it in items], [it[-1] for it in items]), encoder)
+
+
 def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: int = 1, overwrite: bool = False,
                   on_start: Callable[[VideoInfo], None] | None = None,
                   on_progress: Callable[[int], None] | None = None,
@@ -200,6 +206,7 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
         start = time.perf_counter()
         decoder.start()
         encoder.start()
+        pending = None  # the batch in flight: (its items, the call giving its result)
         try:
             ended = False
             while not ended:
@@ -210,9 +217,14 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
                         ended = True
                         break
                     items.append(item)
-                if items:
-                    out = translator(np.stack([it[0] for it in items]))  # (b, h, w, 3)
-                    _put(q_out, (out, [it[1] for it in items], [it[-1] for it in items]), encoder)
+                # start this batch before handing on the last, so the model runs while that is done
+                started = (items, translator.submit(np.stack([it[0] for it in items]))) if items else None
+                if pending:
+                    _hand_on(q_out, *pending, encoder)
+                pending = started
+            if pending:
+                _hand_on(q_out, *pending, encoder)
+                pending = None
             _put(q_out, END, encoder)
             encoder.join_checked()
             decoder.join_checked()
@@ -246,6 +258,12 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
             if isinstance(e, (OSError, av.FFmpegError)):  # a full disk, an encoder refusing the frames
                 raise ConversionFailed(f"{src}: writing {dst} failed ({e}){kept}", result) from e
             raise
+        finally:
+            if pending:  # a batch left in flight by an error or Ctrl-C: collected (and dropped), so the backend's
+                try:  # request is free for the next video
+                    pending[1]()
+                except Exception:
+                    pass
 
 
 def _drain(stop: threading.Event, q_out: queue.Queue, decoder: Worker, encoder: Worker) -> None:

@@ -48,24 +48,49 @@ class _FusingSpy:
         self.calls.append("infer")
         return self.inner.infer(x)
 
-    def infer_frames(self, frames):
-        self.calls.append("infer_frames")
-        return self.inner.infer_frames(frames)
+    def submit_frames(self, frames):
+        self.calls.append("submit_frames")
+        return self.inner.submit_frames(frames)
 
 
 def test_a_backend_that_converts_frames_itself_gets_uint8_frames(backend):
     frames = np.random.default_rng(2).integers(0, 256, (2, 30, 41, 3), dtype=np.uint8)
     spy = _FusingSpy(backend)
     np.testing.assert_array_equal(FrameTranslator(spy, size=32)(frames), FrameTranslator(backend, 32)(frames))
-    assert spy.calls == ["infer_frames"]
+    assert spy.calls == ["submit_frames"]
     FrameTranslator(spy, size=None)(frames)  # native 30x41 is no multiple of 4: padded on the tensor path
-    assert spy.calls == ["infer_frames", "infer"]
+    assert spy.calls == ["submit_frames", "infer"]
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_conversion_keeps_frame_order(backend, tmp_path, batch):
+@pytest.fixture(scope="module")
+def openvino_backend(tiny_model):
+    pytest.importorskip("openvino", reason="needs the [openvino] extra")
+    return create_backend(str(tiny_model), BackendOptions(backend="openvino", precision="fp32"))
+
+
+def test_openvino_runs_one_batch_while_the_last_is_collected(openvino_backend, backend):
+    rng = np.random.default_rng(3)
+    a, b, c = (rng.integers(0, 256, (1, 32, 48, 3), dtype=np.uint8) for _ in range(3))
+    expected = [openvino_backend.infer_frames(f) for f in (a, b, c)]
+    first, second = openvino_backend.submit_frames(a), openvino_backend.submit_frames(b)  # two in flight
+    b[:] = 0  # the input was copied in when submitted: the caller may reuse its buffer at once
+    with pytest.raises(RuntimeError, match="third inference"):  # would overwrite the first's result
+        openvino_backend.submit_frames(c)
+    np.testing.assert_array_equal(first(), expected[0])
+    third = openvino_backend.submit_frames(c)  # its request is free again
+    np.testing.assert_array_equal(second(), expected[1])
+    np.testing.assert_array_equal(third(), expected[2])
+    # and the same as the tensor path on the torch backend, to the rounding of f32 arithmetic
+    torch_out = FrameTranslator(backend, None)(a)
+    assert np.abs(FrameTranslator(openvino_backend, None)(a).astype(int) - torch_out).max() <= 1
+
+
+@pytest.mark.parametrize("batch,engine", [(1, "torch"), (3, "torch"), (1, "openvino"), (3, "openvino")])
+def test_conversion_keeps_frame_order(request, tmp_path, batch, engine):
+    # openvino: each batch starts before the last is handed on (FrameTranslator.submit), the last batch short
     src = make_clip(tmp_path / "seq.mp4", frames=8, width=48, height=32)
-    translator = FrameTranslator(backend, size=32)
+    translator = FrameTranslator(request.getfixturevalue("backend" if engine == "torch" else "openvino_backend"),
+                                 size=32)
     result = convert_video(src, tmp_path / "out.mp4", translator, batch=batch)
     assert result.frames == 8 and result.fps > 0
     assert set(result.times.ms_per_frame()) == set(STAGES)

@@ -7,6 +7,8 @@ frames (b, h, w, 3) and returns uint8 frames, using the pure functions of `rtsty
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -36,6 +38,13 @@ class Backend:
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:
         """uint8 RGB (b, h, w, 3), h and w multiples of 4 -> the translated uint8 frames, same shape."""
         return tensor_to_frames(self.infer(frames_to_tensor(frames)))
+
+    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
+        """`infer_frames` in two halves: start it, and return a call that gives its result. A backend with
+        asynchronous inference (OpenVINO's infer requests) returns at once, so the caller can hand over the
+        previous result while this one runs; here it is computed before returning. At most two outstanding."""
+        out = self.infer_frames(frames)
+        return lambda: out
 
     def describe(self) -> str:
         """One line for the console: backend, device, precision."""

@@ -18,8 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..formats.metadata import INPUT_NAME
-from ..formats.openvino import OV_PRECISION, compile_cpu, cpu_capabilities, load_openvino_model
+from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, load_openvino_model
 from .base import Backend, BackendUnavailable
 
 
@@ -61,16 +60,16 @@ class OpenVinoBackend(Backend):
         # A fixed-size IR is compiled for its static shape, once per batch size seen (faster kernels than a
         # dynamic compile: 15% for the int8 generator here); a dynamic IR is compiled once.
         self.model, self.hint, self.threads = model, hint, threads
-        self.requests: dict[tuple[int | None, bool], tuple] = {}
+        self.requests: dict[tuple[int | None, bool], Requests] = {}
         self._request(None if meta.dynamic else 1)
 
-    def _request(self, batch: int | None, frames: bool = False):
-        """(infer request, output) compiled for `batch` (None: the dynamic IR), taking uint8 frames or not."""
+    def _request(self, batch: int | None, frames: bool = False) -> Requests:
+        """The infer requests compiled for `batch` (None: the dynamic IR), taking uint8 frames or not."""
         if (batch, frames) not in self.requests:
             shape = None if batch is None else (batch, self.meta.info.config.input_nc, self.meta.height,
                                                  self.meta.width)
-            compiled = compile_cpu(self.model, self.hint, shape, self.threads, frames=frames)
-            self.requests[(batch, frames)] = (compiled.create_infer_request(), compiled.output(0))
+            self.requests[(batch, frames)] = Requests(compile_cpu(self.model, self.hint, shape, self.threads,
+                                                                  frames=frames))
         return self.requests[(batch, frames)]
 
     def describe(self) -> str:
@@ -78,16 +77,16 @@ class OpenVinoBackend(Backend):
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) float32 -> same
         self.meta.check_input(tuple(x.shape))
-        request, output = self._request(None if self.meta.dynamic else x.shape[0])
-        array = np.ascontiguousarray(x.detach().float().cpu().numpy())
-        result = request.infer({INPUT_NAME: array})
-        return torch.from_numpy(np.array(result[output], dtype=np.float32, copy=True))
+        requests = self._request(None if self.meta.dynamic else x.shape[0])
+        return torch.from_numpy(requests.infer(x.detach().float().cpu().numpy()))
 
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
+        return self.submit_frames(frames)()
+
+    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
         b, h, w, _ = frames.shape
         self.meta.check_input((b, self.meta.info.config.input_nc, h, w))
-        request, output = self._request(None if self.meta.dynamic else b, frames=True)
-        return request.infer({INPUT_NAME: np.ascontiguousarray(frames)})[output].copy()
+        return self._request(None if self.meta.dynamic else b, frames=True).start(frames)
 
 
 def _int8_summary(meta) -> str:

@@ -31,8 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..formats.metadata import INPUT_NAME, ArtifactError
-from ..formats.openvino import OV_PRECISION, compile_cpu, cpu_capabilities, import_openvino, openvino_core
+from ..formats.metadata import ArtifactError
+from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, import_openvino, openvino_core
 from ..transforms import MULTIPLE
 from ..weights import load_model
 from .base import Backend
@@ -68,7 +68,7 @@ class OpenVinoInt8Backend(Backend):
         self.interim: dict[tuple[int, int], object] = {}  # (h, w) -> plain IR run until int8 is ready
         self.seen: Counter = Counter()  # batches per (h, w)
         self.builds: dict[tuple[int, int], subprocess.Popen] = {}  # background builds, one running at a time
-        self.requests: dict[tuple, tuple] = {}  # (b, h, w, final) -> (request, output)
+        self.requests: dict[tuple, Requests] = {}  # (b, h, w, final, frames) -> its infer requests
         if background:  # the plain IR is what runs first: convert it now, not during the first frame
             from ..formats.openvino import cached_openvino
 
@@ -179,8 +179,8 @@ class OpenVinoInt8Backend(Backend):
         when = "in the background once a size recurs" if self.background else "on first use"
         return f"openvino int8 on CPU ({self.path.name}; built per input size {when}, then cached)"
 
-    def _request(self, b: int, h: int, w: int, frames: bool = False):
-        """(infer request, output) for a batch of `b` inputs of `h` x `w`: the model that runs that size now."""
+    def _request(self, b: int, h: int, w: int, frames: bool = False) -> Requests:
+        """The infer requests for a batch of `b` inputs of `h` x `w`: the model that runs that size now."""
         c = self.info.config.input_nc
         if h % MULTIPLE or w % MULTIPLE:
             raise ArtifactError(f"expected input (b, {c}, h, w) with h and w multiples of {MULTIPLE}, got "
@@ -189,22 +189,21 @@ class OpenVinoInt8Backend(Backend):
         model, final = self._model((h, w))
         key = (b, h, w, final, frames)
         if key not in self.requests:
-            compiled = compile_cpu(model, self.rest, (b, c, h, w), self.threads, frames=frames)
-            self.requests[key] = (compiled.create_infer_request(), compiled.output(0))
+            self.requests[key] = Requests(compile_cpu(model, self.rest, (b, c, h, w), self.threads, frames=frames))
         return self.requests[key]
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) float32 -> same
         b, c, h, w = x.shape
         if c != self.info.config.input_nc:
             raise ArtifactError(f"expected input (b, {self.info.config.input_nc}, h, w), got {tuple(x.shape)}")
-        request, output = self._request(b, h, w)
-        result = request.infer({INPUT_NAME: np.ascontiguousarray(x.detach().float().cpu().numpy())})
-        return torch.from_numpy(np.array(result[output], dtype=np.float32, copy=True))
+        return torch.from_numpy(self._request(b, h, w).infer(x.detach().float().cpu().numpy()))
 
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
+        return self.submit_frames(frames)()
+
+    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
         b, h, w, _ = frames.shape
-        request, output = self._request(b, h, w, frames=True)
-        return request.infer({INPUT_NAME: np.ascontiguousarray(frames)})[output].copy()
+        return self._request(b, h, w, frames=True).start(frames)
 
 
 def _stop(child: subprocess.Popen) -> None:

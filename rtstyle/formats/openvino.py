@@ -92,6 +92,40 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
     return core.compile_model(model, "CPU", config)
 
 
+class Requests:
+    """Two infer requests of one compiled model, used in turn, so one can run (`start`) while the caller fills
+    the next: with the LATENCY hint they run one after the other on every thread, and the Python work between
+    two frames (queues, batching, hand-offs) overlaps the inference instead of adding to it."""
+
+    def __init__(self, compiled) -> None:
+        self.pool = [compiled.create_infer_request() for _ in range(2)]
+        self.output = compiled.output(0)
+        self.turn = 0
+        self.outstanding = [False, False]  # started and not yet collected
+
+    def infer(self, array: np.ndarray) -> np.ndarray:
+        """The output for `array`, now (a copy: the request's own buffer is reused)."""
+        return self.start(array)()
+
+    def start(self, array: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start inference on (a copy of) `array`; returns a call that waits for the output and returns a copy.
+        At most two may be outstanding: a third start before the first result is collected is an error (it
+        would overwrite that result)."""
+        turn = self.turn
+        if self.outstanding[turn]:
+            raise RuntimeError("OpenVINO: a third inference started before the first of two was collected")
+        request, self.turn = self.pool[turn], turn ^ 1
+        self.outstanding[turn] = True
+        request.start_async({INPUT_NAME: np.ascontiguousarray(array)})  # inputs are copied in (share_inputs off)
+
+        def result() -> np.ndarray:
+            request.wait()
+            self.outstanding[turn] = False
+            return request.get_tensor(self.output).data.copy()
+
+        return result
+
+
 def frames_io(model):
     """`model` wrapped by OpenVINO's PrePostProcessor to take uint8 RGB frames (b, h, w, 3) and return them.
 
