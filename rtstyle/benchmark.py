@@ -150,14 +150,16 @@ def video_excerpt(video: Path, frames: int, folder: Path) -> Path:
 
 def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder: Path,
                bare_seconds: float = 8.0, stabilize: StabilizeOptions | None = None,
-               preset: str = "auto") -> dict:
+               preset: str = "auto", rounds: int = 1) -> dict:
     """`rtstyle.video.convert_video` fps of `clip` through `backend`, next to its bare fps at that shape.
 
-    The bare fps is `backend.infer` on one preprocessed frame for at least `bare_seconds` (and 3 calls) just
-    before and just after the conversion; `pipeline_infer_fps` is the infer stage's own rate inside the
-    conversion, so e2e / pipeline_infer shows what decode and encode cost and pipeline_infer / bare what
-    sharing the cores with them costs. `stabilize` and `preset` are `cli.py video`'s --stabilize (on there by
-    default) and --preset.
+    The bare fps is `backend.infer` on one preprocessed frame for at least `bare_seconds` (and 3 calls)
+    before the first conversion and after each of `rounds`; each conversion's ratio is against the mean of
+    the two bare figures around it, and the median ratio is reported (the machine's speed drifts between
+    rounds: the ratio pairs what ran side by side). `pipeline_infer_fps` is the infer stage's own rate inside
+    the median conversion, so e2e / pipeline_infer shows what decode and encode cost and pipeline_infer / bare
+    what sharing the cores with them costs. `stabilize` and `preset` are `cli.py video`'s --stabilize (on there
+    by default) and --preset.
     """
     from .pipeline import FrameTranslator
     from .transforms import preprocess
@@ -168,19 +170,23 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
         frame, _ = next(iter(reader))
     x, plan = preprocess(np.stack([frame] * batch), short_side)  # (b, 3, H, W)
     backend.infer(x)  # first call at this shape: compiles (and may build an int8 model)
-    before = bare_fps(backend.infer, x, bare_seconds)
     preset, _ = choose_preset(preset, backend)
-    result = convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4", FrameTranslator(backend, short_side),
-                           batch=batch, overwrite=True, stabilize=stabilize, preset=preset)
-    after = bare_fps(backend.infer, x, bare_seconds)
-    bare = (before + after) / 2
+    bares, results = [bare_fps(backend.infer, x, bare_seconds)], []
+    for _ in range(max(1, rounds)):
+        results.append(convert_video(clip, Path(folder) / f"out-{id(backend)}.mp4",
+                                     FrameTranslator(backend, short_side), batch=batch, overwrite=True,
+                                     stabilize=stabilize, preset=preset))
+        bares.append(bare_fps(backend.infer, x, bare_seconds))
+    ratios = [result.fps / ((bares[i] + bares[i + 1]) / 2) for i, result in enumerate(results)]
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]  # the median round
+    result, bare = results[middle], (bares[middle] + bares[middle + 1]) / 2
     stages = result.times.ms_per_frame()
     extra = bare_frames(backend, np.stack([frame] * batch), short_side, bare_seconds)  # what the conversion ran
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,
-            "bare_fps": bare, "bare_fps_before": before, "bare_fps_after": after,
-            "e2e_vs_bare": result.fps / bare, "pipeline_infer_fps": 1000.0 / stages["infer"],
-            "stage_ms_per_frame": stages, "stabilize": stabilize.strength if stabilize else None, "preset": preset,
-            **extra}
+            "bare_fps": bare, "bare_fps_before": bares[middle], "bare_fps_after": bares[middle + 1],
+            "e2e_vs_bare": ratios[middle], "e2e_vs_bare_rounds": ratios, "bare_fps_rounds": bares,
+            "pipeline_infer_fps": 1000.0 / stages["infer"], "stage_ms_per_frame": stages,
+            "stabilize": stabilize.strength if stabilize else None, "preset": preset, **extra}
 
 
 class PlainLoop:
@@ -212,7 +218,7 @@ def plain_loop(model: str, baseline: Backend) -> PlainLoop | None:
 
 def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, device: str = "auto",
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
-            settle: int = 1, stabilize: StabilizeOptions | None = None, preset: str = "auto",
+            settle: int = 1, stabilize: StabilizeOptions | None = None, preset: str = "auto", video_rounds: int = 1,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
             live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
@@ -299,7 +305,7 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             for entry in backends:
                 log(f"{label(entry)}: converting the first {e2e_frames} frames of {video.name} end to end")
                 conversions[entry] = end_to_end(backends[entry], clip, min(size), batch, Path(folder), bare_seconds,
-                                                stabilize, preset)
+                                                stabilize, preset, video_rounds)
                 log(f"{label(entry)}: end to end {conversions[entry]['e2e_fps']:.2f} fps, bare "
                     f"{conversions[entry]['bare_fps']:.2f} fps at {conversions[entry]['processing']}"
                     + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
@@ -434,6 +440,9 @@ class BenchmarkSettings:
         "help": "also convert this video end to end with each variant (decode + translate + encode, short side "
                 "min(size)) next to the bare backend fps there; its frames become the accuracy frames"})
     video_frames: int = field(default=60, metadata={"help": "frames of --video converted per variant"})
+    video_rounds: int = field(default=1, metadata={
+        "help": "conversions of --video per variant, each between two bare timings; the median e2e/bare is "
+                "reported (a noisy machine: 3)"})
     rounds: int = field(default=5, metadata={"help": "interleaved rounds"})
     per_round: int = field(default=2, metadata={"help": "timed calls per variant and round"})
     warmup: int = field(default=2, metadata={"help": "untimed calls per variant first"})
@@ -468,10 +477,10 @@ class BenchmarkSettings:
 
     def check(self) -> tuple[list[tuple[int, int]], list[int]]:
         """(sizes, batches), or a UserError saying which setting is wrong."""
-        if (min(self.rounds, self.per_round) < 1 or min(self.warmup, self.settle, self.busy) < 0
+        if (min(self.rounds, self.per_round, self.video_rounds) < 1 or min(self.warmup, self.settle, self.busy) < 0
                 or self.live_seconds <= 0):
-            raise UserError("--rounds and --per-round must be at least 1, --warmup, --settle and --busy at least 0, "
-                            "--live-seconds above 0")
+            raise UserError("--rounds, --per-round and --video-rounds must be at least 1, --warmup, --settle and "
+                            "--busy at least 0, --live-seconds above 0")
         sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
         try:
             batches = [int(b) for b in self.batch.split(",")]
@@ -511,6 +520,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
                                rounds=settings.rounds, per_round=settings.per_round, video=settings.video,
                                e2e_frames=settings.video_frames if settings.video else 0, log=log,
                                settle=settings.settle, stabilize=stabilize, preset=settings.preset,
+                               video_rounds=settings.video_rounds,
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
@@ -518,6 +528,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
                              "settle": settings.settle, "stabilize": settings.stabilize, "preset": settings.preset,
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
+                             "video_rounds": settings.video_rounds if settings.video else None,
                              "busy": settings.busy, "live": settings.live, "baseline": BASELINE,
                              "compare": settings.compare},
                 "records": as_dicts(records)} | ({"comparison": comparison(records)} if settings.compare else {})

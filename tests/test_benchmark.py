@@ -76,7 +76,8 @@ def test_cli_benchmark_writes_records_for_every_variant(tiny_model_path, tmp_pat
 
 def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
     records = measure(str(tiny_model_path), [BASELINE, "torch:bf16"], (32, 48), batch=2, rounds=2, per_round=1,
-                      warmup=1, video=DEMO_CLIP, e2e_frames=6, bare_seconds=0.1, stabilize=StabilizeOptions())
+                      warmup=1, video=DEMO_CLIP, e2e_frames=6, bare_seconds=0.1, stabilize=StabilizeOptions(),
+                      video_rounds=3)
     assert [r.variant for r in records] == [BASELINE, "torch:bf16"]
     record = records[0]
     assert record.size == (32, 48) and record.batch == 2 and record.timed_calls == 2
@@ -91,6 +92,12 @@ def test_measure_batches_and_a_video_end_to_end(tiny_model_path):
         assert video["processing"] == "32x56" and video["frames"] == 6
         assert video["e2e_fps"] > 0 and video["bare_fps"] > 0
         assert video["e2e_vs_bare"] == pytest.approx(video["e2e_fps"] / video["bare_fps"])
+        # three conversions, each between two bare timings; the median ratio, with the bare figures around it
+        rounds, bares = video["e2e_vs_bare_rounds"], video["bare_fps_rounds"]
+        assert len(rounds) == 3 and len(bares) == 4 and video["e2e_vs_bare"] == sorted(rounds)[1]
+        i = rounds.index(video["e2e_vs_bare"])
+        assert (video["bare_fps_before"], video["bare_fps_after"]) == (bares[i], bares[i + 1])
+        assert video["preset"] == "ultrafast"  # auto, for the tiny (light) model
         assert video["pipeline_infer_fps"] == pytest.approx(1000 / video["stage_ms_per_frame"]["infer"])
         assert {"decode", "infer", "encode"} <= set(video["stage_ms_per_frame"])
         assert video["stabilize"] == 0.93 and {"flow", "blend"} <= set(video["stage_ms_per_frame"])  # as cli video
