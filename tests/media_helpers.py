@@ -210,3 +210,10 @@ class MJPEGServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def x264_options(path: Path) -> str:
+    """The settings x264 writes into every stream it encodes (its SEI text: 'x264 - core ... options: ...')."""
+    data = Path(path).read_bytes()
+    start = data.index(b"options: ")
+    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")

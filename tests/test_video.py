@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_main
-from media_helpers import REAL_CLIP, make_clip, one_torch_thread, probe, read_frames, tiny_model  # noqa: F401
+from media_helpers import (REAL_CLIP, make_clip, one_torch_thread, probe, read_frames, tiny_model,  # noqa: F401
+                           x264_options)
 from rtstyle.backends import BackendOptions, create_backend
 from rtstyle.video import ConversionInterrupted, convert_videos
 from rtstyle.pipeline import FrameTranslator
@@ -207,13 +208,6 @@ def test_read_only_output_folder_is_one_line(tiny_model, tmp_path, capsys):
         assert f"cannot write {ro / 'out.mp4'}: it is on a read-only file system" in err and "Traceback" not in err
     finally:
         subprocess.run(["umount", str(ro)], check=False)
-
-
-def x264_options(path: Path) -> str:
-    """The settings x264 writes into every stream it encodes (its SEI text: 'x264 - core ... options: ...')."""
-    data = path.read_bytes()
-    start = data.index(b"options: ")
-    return data[start:data.index(b"\x00", start)].decode("ascii", "replace")
 
 
 def test_preset_reaches_the_encoder_and_auto_picks_by_the_model(tiny_model, tmp_path, capsys):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import run_main
 from media_helpers import (MJPEGServer, make_clip, one_torch_thread, pattern, probe, read_frames,  # noqa: F401
-                           read_index, tiny_model)
+                           read_index, tiny_model, x264_options)
 from rtstyle.backends import Backend, BackendOptions, create_backend
 from rtstyle.io.images import read_image, write_image
 from rtstyle.io.sources import StreamSource, open_source
@@ -40,6 +40,7 @@ def test_records_a_translated_http_mjpeg_stream(tiny_model, tmp_path):
     assert (p.frames, p.width, p.height) == (8, 96, 64)
     recorded = read_frames(out)[-1].astype(int)
     assert np.abs(recorded - moving(0).astype(int)).mean() > 10  # the translation, not the camera picture
+    assert "cabac=0" in x264_options(out)  # x264 ultrafast: `--preset auto`'s choice for a light model
 
 
 class SlowBackend(Backend):
