@@ -207,6 +207,8 @@ def run_video(args) -> int:
     backend = backend_from_args(args)
     pairs = list(zip(inputs, output_paths(inputs, args.out, backend.info.name or Path(args.model).stem)))
     preset, why = choose_preset(args.preset, backend)
+    if args.preset != "auto" and any(dst.suffix.lower() == ".webm" for _, dst in pairs):
+        say(f"note: --preset {args.preset} is an H.264 (x264) setting; .webm outputs are VP9 and keep their own")
     running(args, backend, f"[bold]{len(inputs)}[/] video(s)", f"size {size or 'native'}, batch {args.batch}"
             + (f", stabilize {stabilize.strength:g}" if stabilize else "") + f", x264 {preset}"
             + (f" ({why})" if why else ""))

@@ -1,13 +1,15 @@
-"""x264 presets side by side on one backend: end-to-end fps of `cli.py video`'s pipeline against the bare fps.
+"""x264 presets side by side on one backend: the encoder's own CPU time, and end-to-end fps against bare fps.
 
     python benchmarks/encoder_presets.py --model MODEL --clip ../shared/media/bottle-640x360.mp4 \
         --presets ultrafast,veryfast --rounds 3 --json benchmarks/encoder-presets-s8-zen4.json
 
-One process, one backend (OpenVINO int8 by default, built once): each round converts the first `--frames`
-frames of the clip once per preset (`rtstyle.video.convert_video`, `--stabilize` off, native size), with the
-bare `infer_frames` fps timed just before and after each conversion; each ratio is against the mean of the
-two, and the median over rounds is reported with the file size. This is what `--preset auto`'s rule
-(`rtstyle.video.LIGHT_MACS_PER_PIXEL`) rests on.
+First each preset encodes the model's translations of the clip's first `--frames` frames alone (what the
+encoder gets in a conversion; `io.video.VideoWriter`, CPU seconds of this process per frame, and the file
+size). Then, in one process with one backend (OpenVINO int8 by default,
+built once), each round converts those frames once per preset through `rtstyle.benchmark.end_to_end` (what
+`benchmark --video` runs: `--stabilize` off, bare tensor fps just before and after, the ratio against their
+mean); the presets alternate within a round, so they share the machine's drift. This is what `--preset auto`'s
+rule (`rtstyle.video.LIGHT_MACS_PER_PIXEL`) rests on.
 """
 
 from __future__ import annotations
@@ -17,20 +19,29 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rtstyle.backends import BackendOptions, create_backend  # noqa: E402
-from rtstyle.bench_live import bare_fps  # noqa: E402
-from rtstyle.benchmark import machine_info, video_excerpt  # noqa: E402
-from rtstyle.io.video import VideoReader  # noqa: E402
+from rtstyle.benchmark import end_to_end, machine_info, video_excerpt  # noqa: E402
+from rtstyle.io.video import VideoWriter, read_frames  # noqa: E402
 from rtstyle.macs import generator_macs  # noqa: E402
 from rtstyle.pipeline import FrameTranslator  # noqa: E402
 from rtstyle.store import resolve_model  # noqa: E402
-from rtstyle.transforms import resize_to_plan  # noqa: E402
-from rtstyle.video import convert_video  # noqa: E402
+
+
+def encode_only(frames, preset: str, target: Path) -> dict:
+    """CPU ms per frame (this process, all its threads) and kB of encoding `frames` at `preset`."""
+    h, w = frames[0].shape[:2]
+    writer = VideoWriter(target, w, h, 30, overwrite=True, preset=preset)
+    begin = time.process_time()
+    for i, rgb in enumerate(frames):
+        writer.write(rgb, i / 30)
+    writer.close()
+    return {"cpu_ms_per_frame": 1000 * (time.process_time() - begin) / len(frames), "kbytes": target.stat().st_size / 1000}
 
 
 def main() -> None:
@@ -45,33 +56,28 @@ def main() -> None:
     parser.add_argument("--precision", default="int8")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    backend = create_backend(resolve_model(args.model), BackendOptions(backend=args.backend, precision=args.precision))
     presets = args.presets.split(",")
+    backend = create_backend(resolve_model(args.model), BackendOptions(backend=args.backend, precision=args.precision))
+    runs = {p: [] for p in presets}
     with tempfile.TemporaryDirectory(prefix="rtstyle-presets-") as folder:
         clip = video_excerpt(args.clip, args.frames, Path(folder))
-        with VideoReader(clip) as reader:
-            frame, _ = next(iter(reader))
-        resized, _ = resize_to_plan(frame, None)
-        backend.infer_frames(resized)  # compiles (and builds the int8 model) before anything is timed
-        runs = {p: [] for p in presets}
+        frames = [translated[0] for translated in map(FrameTranslator(backend, None), (f[None] for f in read_frames(clip)))]
+        encoding = {p: encode_only(frames, p, Path(folder) / f"alone-{p}.mp4") for p in presets}
+        for preset, e in encoding.items():
+            print(f"{preset:9s} alone: {e['cpu_ms_per_frame']:.2f} ms of CPU a frame, {e['kbytes']:.0f} kB", flush=True)
+        short_side = min(frames[0].shape[:2])  # native size, as the clip is
         for r in range(args.rounds):
             for preset in presets:
-                before = bare_fps(backend.infer_frames, resized, args.bare_seconds)
-                out = Path(folder) / f"{preset}.mp4"
-                result = convert_video(clip, out, FrameTranslator(backend, None), overwrite=True, preset=preset)
-                after = bare_fps(backend.infer_frames, resized, args.bare_seconds)
-                stages = result.times.ms_per_frame()
-                runs[preset].append({"e2e_fps": result.fps, "bare_fps": (before + after) / 2,
-                                     "ratio": result.fps / ((before + after) / 2), "bytes": out.stat().st_size,
-                                     "stage_ms_per_frame": stages})
-                print(f"round {r + 1} {preset:9s}: e2e {result.fps:5.1f} fps, bare {before:5.1f}/{after:5.1f}, ratio "
-                      f"{runs[preset][-1]['ratio']:.3f}, encode {stages['encode']:.1f} ms, {out.stat().st_size // 1000} kB",
+                run = end_to_end(backend, clip, short_side, 1, Path(folder), args.bare_seconds, None, preset)
+                runs[preset].append(run)
+                stages = run["stage_ms_per_frame"]
+                print(f"round {r + 1} {preset:9s}: e2e {run['e2e_fps']:5.1f} fps, bare {run['bare_fps_before']:5.1f}/"
+                      f"{run['bare_fps_after']:5.1f}, ratio {run['e2e_vs_bare']:.3f}, encode {stages['encode']:.1f} ms",
                       flush=True)
-    summary = {p: {"ratio_median": statistics.median(x["ratio"] for x in v),
-                   "ratios": [x["ratio"] for x in v], "kbytes": v[0]["bytes"] / 1000} for p, v in runs.items()}
+    summary = {p: {"ratio_median": statistics.median(x["e2e_vs_bare"] for x in v),
+                   "ratios": [x["e2e_vs_bare"] for x in v], **encoding[p]} for p, v in runs.items()}
     for preset, s in summary.items():
-        print(f"{preset}: e2e/bare median {s['ratio_median']:.3f} {[round(x, 3) for x in s['ratios']]}, "
-              f"{s['kbytes']:.0f} kB")
+        print(f"{preset}: e2e/bare median {s['ratio_median']:.3f} {[round(x, 3) for x in s['ratios']]}")
     if args.json:
         args.json.write_text(json.dumps({
             "command": " ".join(sys.argv), "machine": machine_info(), "backend": backend.describe(),

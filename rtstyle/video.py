@@ -99,10 +99,10 @@ class ConversionFailed(RuntimeError):
 
 
 # `--preset auto`: below this many MACs a pixel a model is "light". Measured on a 2-core Zen 4, 640x360, int8
-# (BENCHMARKS.md, "Encoder presets"): an ngf-8 student (12k) spent 0.77x of its bare fps end to end with
-# veryfast and 0.92x with ultrafast; an ngf-16 one (44k) 0.92x with veryfast. The share of the CPU the encoder
-# takes is what matters, and both the encoder's and the model's costs grow with the pixels, so the rule holds
-# at every size.
+# (BENCHMARKS.md, "Encoder presets"): an ngf-8 student (12k) spent a median 0.89x of its bare fps end to end
+# with ultrafast against 0.84x with veryfast (a noisy machine: single rounds 0.77 to 1.0); an ngf-16 one (44k)
+# 0.91x with veryfast. The share of the CPU the encoder takes is what matters, and both the encoder's and the
+# model's costs grow with the pixels, so the rule holds at every size.
 LIGHT_MACS_PER_PIXEL = 25_000
 
 

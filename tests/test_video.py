@@ -240,3 +240,13 @@ def test_unknown_preset_is_refused_before_anything_is_written(tiny_model, tmp_pa
         run_main("video", src, "--model", tiny_model, "--out", tmp_path / "o.mp4", "--preset", "turbo")
     assert "invalid choice: 'turbo'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_an_asked_preset_on_a_webm_output_is_said_not_to_apply(tiny_model, tmp_path, capsys):
+    src = make_clip(tmp_path / "in.mp4", frames=3)
+    assert run_main("video", src, "--model", tiny_model, "--out", tmp_path / "o.webm", "--size", "32") == 0
+    assert "H.264 (x264) setting" not in capsys.readouterr().err  # auto: nothing was asked
+    assert run_main("video", src, "--model", tiny_model, "--out", tmp_path / "p.webm", "--size", "32",
+                    "--preset", "slow") == 0
+    assert "--preset slow is an H.264 (x264) setting; .webm outputs are VP9" in capsys.readouterr().err
+    assert probe(tmp_path / "p.webm").frames == 3

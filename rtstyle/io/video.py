@@ -185,8 +185,9 @@ def _output_time_base(rate: Fraction, time_base: Fraction | None) -> Fraction:
     return Fraction(1, d)
 
 
-# x264's speed presets, fastest first. veryfast is the default: at 640x360 on a 2-core Zen 4 it encodes a
-# frame in 7.4 ms of CPU, ultrafast in 2.6 ms at about twice the file size (BENCHMARKS.md, "Encoder presets").
+# x264's speed presets, fastest first. veryfast is the default: a student's 640x360 translations on a 2-core
+# Zen 4 took it 9.3 ms of CPU a frame, ultrafast 2.6 ms at twice the file size (benchmarks/encoder_presets.py;
+# BENCHMARKS.md, "Encoder presets").
 # A fast model shares the cores with the encoder, so a faster preset leaves it more of them.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_PRESET = "veryfast"
@@ -240,8 +241,6 @@ class VideoWriter:
         try:
             self.container = av.open(str(self.tmp), "w", format=OUTPUT_FORMATS[suffix])
             codec, pix_fmt, options = _encoder(suffix, width, height, preset)
-            if preset != DEFAULT_PRESET and "preset" not in options:
-                self.notes.append(f"preset {preset} not used: it is an H.264 (x264) setting, and {codec} encodes here")
             if pix_fmt == "yuv444p":
                 self.notes.append(f"odd size {width}x{height}: encoded as 4:4:4 (4:2:0 needs even sides)")
             self.stream = self.container.add_stream(codec, rate=self.rate, options=options)
