@@ -1,7 +1,8 @@
 """What this CPU can do: the one probe every precision, backend and int8 decision reads.
 
 This project's machines are not all alike (issue 10): some are AMD Zen 4 (AVX-512 with native bf16 and
-VNNI), some Zen 3 (AVX2 and FMA only). What a choice depends on is read here once, from the flags the
+VNNI), some Zen 3 (AVX2 and FMA only), some an Intel Xeon whose hypervisor shows AVX-512 with VNNI but
+neither bf16 nor AMX. What a choice depends on is read here once, from the flags the
 kernel reports for the CPU (`/proc/cpuinfo`, i.e. CPUID), and narrowed by two overrides:
 - `RTSTYLE_CPU_FLAGS="avx2 fma"` replaces the flags: the program then behaves as it would on a CPU that
   reports only those (tests use it to cover the CPU class they are not running on).

@@ -484,11 +484,31 @@ def test_ddp_two_processes_match_single_process_global_batch(tmp_path):
     for a, b in zip(read_losses(run), read_losses(out / "single")):
         for key in LOSS_KEYS:
             assert float(a[key]) == pytest.approx(float(b[key]), rel=2e-3, abs=1e-4), (a["step"], key)
-    # Adam turns float-noise gradients (~0) into +-lr steps, so a few weights may differ by up to 2 lr per
-    # step; nearly all agree to 1e-5 (different global batches: about 98% differ).
+    # The batches are the same if most weights agree to 1e-5: with different global batches about 98% differ.
+    # The rest is float rounding, which Adam amplifies: a conv bias that an InstanceNorm (affine=False, as in
+    # the reference) cancels has a true gradient of 0, so it gets noise whose sign follows the CPU's
+    # summation order, and Adam's first steps move a weight by about +-lr whatever its gradient's size. So
+    # any weight may differ by up to 2 lr a step. How many do is the CPU's: under 2% on AMD Zen, 8% (and
+    # nearly every cancelled bias) on an Intel AVX-512 Xeon (issue 10).
     ddp_g, single_g = tensors_of(run / "G_A.safetensors"), tensors_of(out / "single" / "G_A.safetensors")
-    diff = torch.cat([(ddp_g[k] - single_g[k]).abs().flatten() for k in ddp_g])
-    assert (diff > 1e-5).float().mean() < 0.02 and diff.max() < 4 * 2 * 2e-4
+    cancelled = norm_cancelled_biases(load_model(run / "G_A.safetensors")[0])
+    assert cancelled and len(cancelled) < len(ddp_g) // 2
+    diff = {k: (ddp_g[k] - single_g[k]).abs().flatten() for k in ddp_g}
+    learnt = torch.cat([d for k, d in diff.items() if k not in cancelled])
+    assert (learnt > 1e-5).float().mean() < 0.25 and learnt.max() < 4 * 2 * 2e-4
+    assert torch.cat([diff[k] for k in cancelled]).max() < 4 * 2 * 2e-4
+
+
+def norm_cancelled_biases(generator: nn.Module) -> set[str]:
+    """State-dict keys of the conv biases that an InstanceNorm right after the conv subtracts again."""
+    keys = set()
+    for name, module in generator.named_modules():
+        if isinstance(module, nn.Sequential):
+            for i, (layer, after) in enumerate(itertools.pairwise(module)):
+                if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and layer.bias is not None \
+                        and isinstance(after, nn.InstanceNorm2d) and not after.affine:
+                    keys.add(f"{name}.{i}.bias")
+    return keys
 
 
 @pytest.mark.cuda

@@ -41,10 +41,12 @@ LOSS_KEYS = ("gan_ab", "gan_ba", "cycle_a", "cycle_b", "idt_a", "idt_b", "disc_a
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-# `train --precision bf16` on a CPU without native bf16 (issue 10): a training step took 13x as long as in fp32
-# (4.44 s vs 0.33 s, ngf 16, 6 blocks, 64 px; `python -m train.bench_step --size 64 --ngf 16 --n-blocks 6
-# --variants fp32,bf16 --rounds 5` on an AMD Zen 3, AVX2 only), since every bf16 op is emulated.
-EMULATED_BF16_SLOWDOWN = "13x slower than fp32 (measured on an AVX2-only AMD Zen 3)"
+# `train --precision bf16` on a CPU without native bf16 (issue 10): every bf16 op is emulated, at a cost that
+# depends on the vector unit doing it (`python -m train.bench_step --size 64 --ngf 16 --n-blocks 6
+# --variants fp32,bf16 --rounds 5`, ngf 16, 6 blocks, 64 px): 13x as long as fp32 on an AVX2-only AMD Zen 3
+# (4.44 s vs 0.33 s), 1.4x on an Intel AVX-512 Xeon without bf16 (0.632 s vs 0.438 s, oneDNN's avx512_core).
+EMULATED_BF16_SLOWDOWN = {"avx512": "1.4x slower than fp32 (measured on an Intel AVX-512 Xeon without bf16)",
+                          "avx2": "13x slower than fp32 (measured on an AVX2-only AMD Zen 3)"}
 
 
 def resolve_precision(requested: str, device: torch.device, cpu_bf16: str | None = None,
@@ -66,7 +68,8 @@ def resolve_precision(requested: str, device: torch.device, cpu_bf16: str | None
     if requested == "auto":
         return ("bf16", f"auto: {name}, bf16 autocast") if native else ("fp32", f"auto: {name}, so fp32")
     if requested == "bf16" and not native and device.type == "cpu":
-        return "bf16", (f"WARNING: {name}: bf16 is emulated there, about {EMULATED_BF16_SLOWDOWN}; "
+        slowdown = EMULATED_BF16_SLOWDOWN["avx512" if cpu_features().avx512 else "avx2"]
+        return "bf16", (f"WARNING: {name}: bf16 is emulated there, about {slowdown}; "
                         "use --precision auto (or fp32) to train in fp32")
     return requested, "asked for"
 
