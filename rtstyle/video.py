@@ -106,11 +106,23 @@ class ConversionFailed(RuntimeError):
 LIGHT_MACS_PER_PIXEL = 25_000
 
 
+def on_gpu(backend) -> bool:
+    return getattr(getattr(backend, "device", None), "type", None) == "cuda"
+
+
+def decoder_threads(backend) -> str:
+    """FFmpeg's decoder threading beside `backend`: frame threads only where the model is on a GPU and
+    decoding may be what limits; beside a model on the CPU, slice threads alone, since frame threads cost a
+    2-core CPU more decoding time (0.45 to 0.50 against 0.37 to 0.43 ms of CPU a 640x360 frame; BENCHMARKS,
+    "Colour conversion and decoder threads") that the model would have had."""
+    return "AUTO" if on_gpu(backend) else "SLICE"
+
+
 def choose_preset(preset: str, backend) -> tuple[str, str]:
     """(x264 preset, why) for `--preset`: the preset itself unless it is `auto` (see `LIGHT_MACS_PER_PIXEL`)."""
     if preset != "auto":
         return preset, ""
-    if getattr(getattr(backend, "device", None), "type", None) == "cuda":
+    if on_gpu(backend):
         return "ultrafast", "auto: the model runs on a GPU, the encoder on the CPU"
     from .macs import generator_macs
 
@@ -162,7 +174,7 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} exists; pass --overwrite to replace it")
     times = translator.times = StageTimes()
-    with VideoReader(src) as reader:
+    with VideoReader(src, threads=decoder_threads(translator.backend)) as reader:
         info = reader.info
         writer = VideoWriter(dst, info.width, info.height, info.rate, time_base=info.time_base,
                              rotation=info.rotation, audio_from=src, overwrite=overwrite, preset=preset)

@@ -250,3 +250,48 @@ def test_an_asked_preset_on_a_webm_output_is_said_not_to_apply(tiny_model, tmp_p
                     "--preset", "slow") == 0
     assert "--preset slow is an H.264 (x264) setting; .webm outputs are VP9" in capsys.readouterr().err
     assert probe(tmp_path / "p.webm").frames == 3
+
+
+def bt601_limited(rgb) -> "np.ndarray":
+    """The exact BT.601 limited-range 4:2:0 of an RGB frame (float): Y, then each 2x2 block's mean Cb, Cr."""
+    import numpy as np
+
+    h, w = rgb.shape[:2]
+    r, g, b = (rgb[..., i].astype(float) for i in range(3))
+    y = 16 + 0.256788 * r + 0.504129 * g + 0.097906 * b
+    cb = 128 - 0.148223 * r - 0.290993 * g + 0.439216 * b
+    cr = 128 + 0.439216 * r - 0.367788 * g - 0.071427 * b
+    box = [c.reshape(h // 2, 2, w // 2, 2).mean((1, 3)).reshape(-1, w) for c in (cb, cr)]
+    return np.concatenate([y, *box])
+
+
+def test_colour_conversions_are_bt601_and_other_colours_stay_with_swscale():
+    """The reader's and writer's own RGB <-> 4:2:0 (OpenCV, a fraction of swscale's CPU time) against the
+    BT.601 formula; a BT.709 or full-range frame is left to swscale, which reads its tags."""
+    import av
+    import numpy as np
+
+    from rtstyle.io.video import frame_rgb, rgb_to_i420
+
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (36, 64, 3), dtype=np.uint8)  # fine colour detail: chroma must be averaged
+    i420 = rgb_to_i420(noise)
+    assert i420.shape == (54, 64) and np.abs(i420 - bt601_limited(noise)).max() <= 1.5
+    swscale = av.VideoFrame.from_ndarray(noise, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    assert np.abs(i420[:36].astype(int) - swscale[:36]).max() <= 1  # the same luma as swscale's
+
+    with av.open(str(REAL_CLIP)) as container:
+        frame = next(container.decode(video=0))
+    assert frame.format.name == "yuv420p" and frame.colorspace == 2  # untagged: BT.601 to swscale too
+    yuv = frame.to_ndarray(format="yuv420p").astype(float)
+    h, w = frame.height, frame.width
+    ys, cs = yuv[:h] - 16, [np.repeat(np.repeat(p.reshape(h // 2, w // 2), 2, 0), 2, 1) - 128
+                            for p in (yuv[h:h + h // 4], yuv[h + h // 4:])]
+    exact = np.stack([1.164383 * ys + 1.596027 * cs[1], 1.164383 * ys - 0.391762 * cs[0] - 0.812968 * cs[1],
+                      1.164383 * ys + 2.017232 * cs[0]], -1).clip(0, 255)
+    ours, theirs = frame_rgb(frame), frame.to_ndarray(format="rgb24")
+    assert np.abs(ours - exact).mean() < 0.5 and np.abs(ours - exact).mean() < np.abs(theirs - exact).mean()
+    for tag, value in (("colorspace", 1), ("color_range", 2)):  # BT.709; full range (JPEG levels)
+        setattr(frame, tag, value)
+        assert np.array_equal(frame_rgb(frame), frame.to_ndarray(format="rgb24")), tag
+        setattr(frame, tag, {"colorspace": 2, "color_range": 0}[tag])

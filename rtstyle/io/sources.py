@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..transforms import to_rgb_uint8
 from .images import ImageReadError, read_image
 from .inputs import IMAGE_SUFFIXES, VIDEO_SUFFIXES, files_in
-from .video import VideoReader, VideoReadError
+from .video import VideoReader, VideoReadError, frame_rgb
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 
@@ -231,7 +231,7 @@ class StreamSource(LiveSource):
         if self.container is None:
             raise SourceError("not connected")
         frame = next(self._frames, None)
-        return None if frame is None else frame.to_ndarray(format="rgb24")
+        return None if frame is None else frame_rgb(frame)
 
     def reopen(self) -> None:
         self.release()
