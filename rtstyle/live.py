@@ -36,7 +36,7 @@ from .live_stages import TranslateStage
 from .stabilize import StabilizeOptions, stabilize_option, stabilize_options
 from .steady import SKIP_SIMILAR, SteadyTranslator
 from .transforms import SIZE_HELP, parse_size, resize_frames, round_to_multiple
-from .video import choose_preset
+from .video import choose_preset, codec_threads
 
 SIZE_STEP, MIN_SIZE, MAX_SIZE = 32, 64, 2048
 
@@ -203,7 +203,8 @@ def _run_live(source, translator, options, log, on_frame, stabilize, sinks) -> L
                         recorder = VideoWriter(options.record, view.shape[1], view.shape[0],
                                                source.rate or Fraction(30), time_base=Fraction(1, 1000),
                                                overwrite=options.overwrite,  # x264 as `video --preset auto`
-                                               preset=choose_preset("auto", translator.backend)[0])
+                                               preset=choose_preset("auto", translator.backend)[0],
+                                               threads=codec_threads(translator.backend)[1])
                     recorder.write(_fit(view, recorder.size), _record_time(item, start))
             now = time.monotonic()
             latency = now - item.captured_at

@@ -110,12 +110,17 @@ def on_gpu(backend) -> bool:
     return getattr(getattr(backend, "device", None), "type", None) == "cuda"
 
 
-def decoder_threads(backend) -> str:
-    """FFmpeg's decoder threading beside `backend`: frame threads only where the model is on a GPU and
-    decoding may be what limits; beside a model on the CPU, slice threads alone, since frame threads cost a
-    2-core CPU more decoding time (0.45 to 0.50 against 0.37 to 0.43 ms of CPU a 640x360 frame; BENCHMARKS,
-    "Colour conversion and decoder threads") that the model would have had."""
-    return "AUTO" if on_gpu(backend) else "SLICE"
+def codec_threads(backend) -> tuple[str, int]:
+    """(FFmpeg's decoder threading, x264's threads, 0 for its own choice) for a conversion beside `backend`.
+
+    Beside a model on the CPU the codecs' own worker threads only wait for the cores the model holds, and
+    their hand-offs cost CPU time: frame threads in the decoder 0.45 to 0.50 ms a 640x360 frame against 0.37
+    to 0.43 with slice threads, x264 ultrafast 1.26 to 1.56 ms with its default threads against 1.03 with one
+    (veryfast 2.6 to 2.8 against 2.33, and a smaller file). So slice threads and one x264 thread there; one
+    x264 thread still encodes a 640x360 frame in about 2.5 ms at veryfast, far faster than a CPU model. Beside
+    a GPU, where the codecs may be what limits, both keep their own threads. BENCHMARKS, "Colour conversion
+    and codec threads"."""
+    return ("AUTO", 0) if on_gpu(backend) else ("SLICE", 1)
 
 
 def choose_preset(preset: str, backend) -> tuple[str, str]:
@@ -174,10 +179,12 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
     if dst.exists() and not overwrite:
         raise OutputExistsError(f"{dst} exists; pass --overwrite to replace it")
     times = translator.times = StageTimes()
-    with VideoReader(src, threads=decoder_threads(translator.backend)) as reader:
+    decode_threads, encode_threads = codec_threads(translator.backend)
+    with VideoReader(src, threads=decode_threads) as reader:
         info = reader.info
         writer = VideoWriter(dst, info.width, info.height, info.rate, time_base=info.time_base,
-                             rotation=info.rotation, audio_from=src, overwrite=overwrite, preset=preset)
+                             rotation=info.rotation, audio_from=src, overwrite=overwrite, preset=preset,
+                             threads=encode_threads)
         result = ConvertResult(source=src, output=None, expected=info.frames, times=times, notes=list(writer.notes))
         if on_start:
             on_start(info)

@@ -88,7 +88,7 @@ def _av_reason(e: Exception) -> str:
 class VideoReader:
     """Decodes the first video stream of `path`; iterate for (rgb (h, w, 3) uint8, time in seconds).
 
-    `threads` is FFmpeg's decoder threading (`rtstyle.video.decoder_threads` picks it for a conversion)."""
+    `threads` is FFmpeg's decoder threading (`rtstyle.video.codec_threads` picks it for a conversion)."""
 
     def __init__(self, path: str | Path, threads: str = "AUTO") -> None:
         self.path = Path(path)
@@ -253,12 +253,15 @@ def _encoder(suffix: str, width: int, height: int, preset: str = DEFAULT_PRESET)
 
 
 class VideoWriter:
-    """Encodes RGB frames to `path` (written under a temporary name in the same folder until finished)."""
+    """Encodes RGB frames to `path` (written under a temporary name in the same folder until finished).
+
+    `preset` is x264's speed preset, `threads` the encoder's threads (0: its own choice; see
+    `rtstyle.video.codec_threads`)."""
 
     @writes_to(1)
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction, *,
                  time_base: Fraction | None = None, rotation: int = 0, audio_from: str | Path | None = None,
-                 overwrite: bool = False, preset: str = DEFAULT_PRESET) -> None:
+                 overwrite: bool = False, preset: str = DEFAULT_PRESET, threads: int = 0) -> None:
         self.path = Path(path)
         suffix = self.path.suffix.lower()
         if suffix not in OUTPUT_FORMATS:
@@ -282,6 +285,7 @@ class VideoWriter:
             if pix_fmt == "yuv444p":
                 self.notes.append(f"odd size {width}x{height}: encoded as 4:4:4 (4:2:0 needs even sides)")
             self.stream = self.container.add_stream(codec, rate=self.rate, options=options)
+            self.stream.codec_context.thread_count = threads  # 0: the encoder's own choice
             self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, pix_fmt
             self.time_base = _output_time_base(self.rate, time_base)
             self.stream.time_base = self.time_base
