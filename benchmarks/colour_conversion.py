@@ -9,7 +9,8 @@
   error against the exact BT.601 limited-range formula (nearest chroma);
 - to 4:2:0: swscale's rgb24 -> yuv420p against `io.video.rgb_to_i420`, with the same error measure (chroma
   as each 2x2 block's mean);
-- encode: x264 at `--preset` from 4:2:0 frames, i.e. what the encoder itself costs once the frame is converted.
+- encode: x264 at `--preset` from 4:2:0 frames, i.e. what the encoder itself costs once the frame is converted,
+  with its own thread count and with one (`video.codec_threads` gives one beside a model on the CPU).
 
 OpenCV runs with one thread and two (`--cv-threads`): in a conversion the model holds both cores, so a
 library's own worker threads mostly wait for them. Rounds alternate the variants; medians are printed.
@@ -90,11 +91,12 @@ def swscale_i420(rgb: np.ndarray) -> np.ndarray:
     return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
 
 
-def encode_ms(planes: list[np.ndarray], rate: int, preset: str) -> float:
+def encode_ms(planes: list[np.ndarray], rate: int, preset: str, threads: int) -> float:
     h, w = planes[0].shape[0] * 2 // 3, planes[0].shape[1]
     with av.open(io.BytesIO(), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=rate, options={"crf": "18", "preset": preset})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.thread_count = threads  # as io.video.VideoWriter(threads=...)
         start = cpu_seconds()
         for i, plane in enumerate(planes):
             frame = av.VideoFrame.from_ndarray(plane, format="yuv420p")
@@ -131,8 +133,9 @@ def main() -> None:
             timings.setdefault(f"to RGB, frame_rgb (OpenCV, {n} thread)", []).append(per_frame_ms(frame_rgb, frames))
             timings.setdefault(f"to 4:2:0, rgb_to_i420 (OpenCV, {n} thread)", []).append(
                 per_frame_ms(rgb_to_i420, rgb))
-        timings.setdefault(f"encode 4:2:0, x264 {args.preset}", []).append(
-            encode_ms(planes, 30, args.preset))
+        for threads in (0, 1):
+            timings.setdefault(f"encode 4:2:0, x264 {args.preset}, threads {threads or 'auto'}", []).append(
+                encode_ms(planes, 30, args.preset, threads))
     errors = {
         "to RGB, swscale": np.mean([np.abs(f.to_ndarray(format="rgb24") - exact_rgb(f)).mean() for f in frames[:20]]),
         "to RGB, frame_rgb": np.mean([np.abs(frame_rgb(f) - exact_rgb(f)).mean() for f in frames[:20]]),
