@@ -173,7 +173,7 @@ def _run_live(source, translator, options, log, on_frame, stabilize, sinks) -> L
         raise
     report = LiveReport(times=translator.times)
     steady = SteadyTranslator(translator, stabilize, options.skip_similar)
-    stage = TranslateStage(source, steady, options.read_timeout)  # reads and translates in its own thread
+    stage = TranslateStage(source, steady.start, options.read_timeout)  # reads and translates in its own thread
     recorder: VideoWriter | None = None
     show_original, overlay = False, options.overlay
     fps_ema, last_shown = 0.0, None

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .backends.base import Pending
 from .io.sources import Captured, Source
 
 
@@ -62,13 +63,20 @@ class Handoff:
 
 
 class TranslateStage(threading.Thread):
-    """source.read() -> translate(rgb, captured_at) -> Handoff of (Captured, translated (h, w, 3)), until the
-    source ends, `stop` is set, or an error (kept in `error`, re-raised by `check`)."""
+    """source.read() -> start(rgb, captured_at)() -> Handoff of (Captured, translated (h, w, 3)), until the
+    source ends, `stop` is set, or an error (kept in `error`, re-raised by `check`).
 
-    def __init__(self, source: Source, translate: Callable[[np.ndarray, float], np.ndarray],
-                 read_timeout: float) -> None:
+    `start` returns a `Pending` result (`steady.SteadyTranslator.start`), collected at once: each frame is
+    translated, finished and handed on before the next is read, so the frame read is the newest one when the
+    model is free. Starting the next frame before collecting the last, so that an asynchronous backend
+    (OpenVINO's infer requests) runs while the last is resized back, blended and handed on, was measured and
+    not kept: on a 2-core CPU whose inference fills both cores it gained 1% of live fps and cost 2-6 ms of
+    latency (`benchmarks/live_overlap.py`, BENCHMARKS.md "The live loop").
+    """
+
+    def __init__(self, source: Source, start: Callable[[np.ndarray, float], Pending], read_timeout: float) -> None:
         super().__init__(name="translate", daemon=True)
-        self.source, self.translate, self.read_timeout = source, translate, read_timeout
+        self.source, self.start_frame, self.read_timeout = source, start, read_timeout
         self.out = Handoff(drop=source.live)
         self.stop = threading.Event()
         self.error: BaseException | None = None
@@ -79,7 +87,7 @@ class TranslateStage(threading.Thread):
                 item: Captured | None = self.source.read(timeout=self.read_timeout)
                 if item is None:
                     return
-                if not self.out.put((item, self.translate(item.rgb, item.captured_at)), self.stop):
+                if not self.out.put((item, self.start_frame(item.rgb, item.captured_at)()), self.stop):
                     return
         except BaseException as e:  # handed to the display thread by `check`
             self.error = e

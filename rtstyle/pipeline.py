@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .backends import Backend
+from .backends.base import Pending
 from .tiling import fits_at_once, guarded_infer
 from .transforms import frames_to_tensor, pad_to_multiple, postprocess, resize_frames, resize_to_plan
 
@@ -78,11 +79,12 @@ class FrameTranslator:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.submit(frames)()
 
-    def submit(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
-        """Start translating `frames`; returns a call that gives the result. With a backend that infers
-        asynchronously (`Backend.submit_frames`) this returns while the model runs, so the caller can hand on the
-        previous result meanwhile (`video.convert_video`); the infer stage is timed from when the model could
-        start it (submitted, and the one before done) to when its result was collected."""
+    def submit(self, frames: np.ndarray) -> Pending:
+        """Start translating `frames`; returns the `Pending` result. With a backend that infers asynchronously
+        (`Backend.submit_frames`) this returns while the model runs (`Pending.running`), so the caller can hand
+        on the previous result meanwhile (`video.convert_video`, `live_stages.TranslateStage`); the infer stage
+        is timed from when the model could start it (submitted, and the one before done) to when its result
+        was collected."""
         n = len(frames)
         with timed(self.times, "preprocess", n):
             resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
@@ -99,14 +101,14 @@ class FrameTranslator:
                 with timed(self.times, "postprocess", n):
                     return resize_frames(y, *plan.source)
 
-            return result
+            return Pending(result, pending.wait if pending.running else None)
         with timed(self.times, "preprocess", 0):  # the same frames: counted once above
             x, _ = pad_to_multiple(frames_to_tensor(resized))  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):
             y = guarded_infer(self.backend, x)  # (b, 3, H, W); tiled when too large for memory
         with timed(self.times, "postprocess", n):
             out = postprocess(y, plan)  # (b, h, w, 3) uint8 at the source size
-        return lambda: out
+        return Pending(lambda: out)
 
 
 class Stopped(Exception):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .backends.base import Pending
 from .pipeline import FrameTranslator, timed
 from .stabilize import StabilizeOptions, Stabilizer
 from .temporal import gray
@@ -73,6 +74,7 @@ class SteadyTranslator:
         self.stall_seconds = stall_seconds
         self.resets = 0  # stabiliser restarts after a stall
         self._last_out: np.ndarray | None = None
+        self._translated = False  # a frame was started through the model (so a similar one may reuse its output)
         self._last_at: float | None = None
         self._flow: ThreadPoolExecutor | None = None  # the flow stage, started with the first translated frame
 
@@ -81,32 +83,56 @@ class SteadyTranslator:
         return self.similar.skipped if self.similar else 0
 
     def __call__(self, rgb: np.ndarray, captured_at: float | None = None) -> np.ndarray:
+        return self.start(rgb, captured_at)()
+
+    def start(self, rgb: np.ndarray, captured_at: float | None = None) -> Pending:
+        """Start on `rgb`; the `Pending` output is `running` while an asynchronous backend translates it.
+
+        Frames must be started, and their results collected, in order; the next frame may be started before
+        the last one's result is collected (`live_stages.TranslateStage` does, so the model runs while the
+        last output is resized, blended and handed on). So everything that depends on the previous output (the
+        blend, a skipped frame's reuse) happens when a result is collected, and every use of the input-side
+        state (the flow, its reset after a stall) goes through the one flow thread in order.
+        """
         stalled = (captured_at is not None and self._last_at is not None
                    and captured_at - self._last_at > self.stall_seconds)
         self._last_at = captured_at
-        if stalled and self.stabilizer is not None:
-            self.stabilizer.reset()
+        reset = stalled and self.stabilizer is not None
+        if reset:  # the flow starts over, so the blend sees a cut and nothing is blended across the gap
             self.resets += 1
-        if self.similar is not None and self._last_out is not None and not stalled and self.similar.skip(rgb):
-            with timed(self.translator.times, "stabilize"):
-                out = self.stabilizer.reuse(rgb) if self.stabilizer is not None else None
-            self._last_out = out if out is not None else self._last_out
-            return self._last_out
-        motion = self._start_flow(rgb) if self.stabilizer is not None else None
-        out = self.translator(rgb[None])[0]  # (h, w, 3), while the flow thread finds this frame's motion
+        if self.similar is not None and self._translated and not stalled and self.similar.skip(rgb):
+            motion = self._start_flow(rgb, reset) if self.stabilizer is not None else None
+
+            def reuse() -> np.ndarray:
+                with timed(self.translator.times, "stabilize"):
+                    out = self.stabilizer.blender.reuse(motion.result()) if motion is not None else None
+                self._last_out = out if out is not None else self._last_out
+                return self._last_out
+
+            return Pending(reuse)  # not running: collected after the frame before it, it reuses that output
+        motion = self._start_flow(rgb, reset) if self.stabilizer is not None else None
+        translated = self.translator.submit(rgb[None])  # while the flow thread finds this frame's motion
         if self.similar is not None:
             self.similar.remember(rgb)
-        if motion is not None:
-            with timed(self.translator.times, "stabilize"):  # what is left to wait for of the flow, + the blend
-                out = self.stabilizer.blender(out, motion.result())
-        self._last_out = out
-        return out
+        self._translated = True
 
-    def _start_flow(self, rgb: np.ndarray):
+        def result() -> np.ndarray:
+            out = translated()[0]  # (h, w, 3)
+            if motion is not None:
+                with timed(self.translator.times, "stabilize"):  # what is left to wait for of the flow, + the blend
+                    out = self.stabilizer.blender(out, motion.result())
+            self._last_out = out
+            return out
+
+        return Pending(result, translated.wait if translated.running else None)
+
+    def _start_flow(self, rgb: np.ndarray, reset: bool):
         if self._flow is None:
             self._flow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flow")
 
         def flow():
+            if reset:  # after a stall; the first motion after it is a cut, so the blend starts over too
+                self.stabilizer.motion.reset()
             with timed(self.translator.times, "flow"):
                 return self.stabilizer.motion(rgb)
 

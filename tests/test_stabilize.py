@@ -104,6 +104,36 @@ def test_steady_translator_resets_after_a_stall(tiny_model):
     assert steady.resets == 1
 
 
+def test_steady_translator_started_ahead_gives_what_one_at_a_time_gives(tiny_model):
+    # SteadyTranslator.start lets frame k+1 start before frame k's result is collected (OpenVINO's two infer
+    # requests; benchmarks/live_overlap.py): the blend, a skipped frame's reuse and a stall's reset must come
+    # out as in the one-at-a-time loop, on a clip with motion, repeats (skipped) and a stall
+    pytest.importorskip("openvino", reason="needs the [openvino] extra (asynchronous infer requests)")
+    backend = create_backend(tiny_model, BackendOptions(backend="openvino", precision="fp32"))
+    moving = moving_square(n=10)
+    frames = moving[:4] + [moving[3]] * 2 + moving[4:]
+    times = [0.04 * i for i in range(6)] + [5.0 + 0.04 * i for i in range(len(frames) - 6)]  # a stall after 6
+
+    for stabilize in (StabilizeOptions(), None):
+        def steady() -> SteadyTranslator:
+            return SteadyTranslator(FrameTranslator(backend, 32), stabilize, skip_similar=0.001)
+
+        one_at_a_time = steady()
+        expected = [one_at_a_time(f, t) for f, t in zip(frames, times)]
+        ahead, got, previous = steady(), [], None
+        for f, t in zip(frames, times):
+            started = ahead.start(f, t)  # before the previous result is collected
+            if previous is not None:
+                got.append(previous())
+            previous = started
+        got.append(previous())
+        ahead.close(), one_at_a_time.close()
+        assert ahead.skipped == one_at_a_time.skipped == 2
+        assert ahead.resets == one_at_a_time.resets == (1 if stabilize else 0)
+        for i, (a, b) in enumerate(zip(got, expected)):
+            np.testing.assert_array_equal(a, b, err_msg=f"frame {i}, stabilize {stabilize}")
+
+
 def test_video_cli_stabilize_keeps_timing_and_lowers_the_ratio(tiny_model, tmp_path, capsys):
     src = moving_square(n=16)
     clip = write_clip(tmp_path / "square.mp4", src)

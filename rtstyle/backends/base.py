@@ -7,7 +7,7 @@ frames (b, h, w, 3) and returns uint8 frames, using the pure functions of `rtsty
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -16,7 +16,25 @@ from ..errors import BackendUnavailable
 from ..transforms import frames_to_tensor, tensor_to_frames
 from ..weights import ModelInfo
 
-__all__ = ["Backend", "BackendUnavailable"]
+__all__ = ["Backend", "BackendUnavailable", "Pending"]
+
+
+class Pending:
+    """A result that may still be computing (`Backend.submit_frames`): calling it waits for it and returns it,
+    `wait()` only waits. `running` is True where the work goes on in the background (OpenVINO's infer
+    requests), so the caller can do something else meanwhile; False where it was done before the call returned.
+    """
+
+    def __init__(self, result: Callable[[], Any], wait: Callable[[], None] | None = None) -> None:
+        self._result, self._wait = result, wait
+        self.running = wait is not None
+
+    def wait(self) -> None:
+        if self._wait is not None:
+            self._wait()
+
+    def __call__(self) -> Any:
+        return self._result()
 
 
 class Backend:
@@ -39,12 +57,12 @@ class Backend:
         """uint8 RGB (b, h, w, 3), h and w multiples of 4 -> the translated uint8 frames, same shape."""
         return tensor_to_frames(self.infer(frames_to_tensor(frames)))
 
-    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
-        """`infer_frames` in two halves: start it, and return a call that gives its result. A backend with
+    def submit_frames(self, frames: np.ndarray) -> Pending:
+        """`infer_frames` in two halves: start it, and return the `Pending` result. A backend with
         asynchronous inference (OpenVINO's infer requests) returns at once, so the caller can hand over the
         previous result while this one runs; here it is computed before returning. At most two outstanding."""
         out = self.infer_frames(frames)
-        return lambda: out
+        return Pending(lambda: out)
 
     def describe(self) -> str:
         """One line for the console: backend, device, precision."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, load_openvino_model
-from .base import Backend, BackendUnavailable
+from .base import Backend, BackendUnavailable, Pending
 
 
 def resolve_precision(precision: str, capabilities: set[str]) -> str:
@@ -83,10 +83,11 @@ class OpenVinoBackend(Backend):
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
         return self.submit_frames(frames)()
 
-    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
+    def submit_frames(self, frames: np.ndarray) -> Pending:
         b, h, w, _ = frames.shape
         self.meta.check_input((b, self.meta.info.config.input_nc, h, w))
-        return self._request(None if self.meta.dynamic else b, frames=True).start(frames)
+        wait, result = self._request(None if self.meta.dynamic else b, frames=True).start(frames)
+        return Pending(result, wait)
 
 
 def _int8_summary(meta) -> str:

@@ -35,7 +35,7 @@ from ..formats.metadata import ArtifactError
 from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, import_openvino, openvino_core
 from ..transforms import MULTIPLE
 from ..weights import load_model
-from .base import Backend
+from .base import Backend, Pending
 from .openvino_backend import resolve_precision
 
 
@@ -201,9 +201,10 @@ class OpenVinoInt8Backend(Backend):
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
         return self.submit_frames(frames)()
 
-    def submit_frames(self, frames: np.ndarray) -> Callable[[], np.ndarray]:
+    def submit_frames(self, frames: np.ndarray) -> Pending:
         b, h, w, _ = frames.shape
-        return self._request(b, h, w, frames=True).start(frames)
+        wait, result = self._request(b, h, w, frames=True).start(frames)
+        return Pending(result, wait)
 
 
 def _stop(child: subprocess.Popen) -> None:

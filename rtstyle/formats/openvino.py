@@ -105,12 +105,12 @@ class Requests:
 
     def infer(self, array: np.ndarray) -> np.ndarray:
         """The output for `array`, now (a copy: the request's own buffer is reused)."""
-        return self.start(array)()
+        return self.start(array)[1]()
 
-    def start(self, array: np.ndarray) -> Callable[[], np.ndarray]:
-        """Start inference on (a copy of) `array`; returns a call that waits for the output and returns a copy.
-        At most two may be outstanding: a third start before the first result is collected is an error (it
-        would overwrite that result)."""
+    def start(self, array: np.ndarray) -> tuple[Callable[[], None], Callable[[], np.ndarray]]:
+        """Start inference on (a copy of) `array`; returns (wait, result): `wait()` returns once the output is
+        ready, `result()` waits for it and returns a copy. At most two may be outstanding: a third start
+        before the first result is collected is an error (it would overwrite that result)."""
         turn = self.turn
         if self.outstanding[turn]:
             raise RuntimeError("OpenVINO: a third inference started before the first of two was collected")
@@ -123,7 +123,7 @@ class Requests:
             self.outstanding[turn] = False
             return request.get_tensor(self.output).data.copy()
 
-        return result
+        return request.wait, result
 
 
 def frames_io(model):
