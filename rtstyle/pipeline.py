@@ -79,19 +79,21 @@ class FrameTranslator:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return self.submit(frames)()
 
-    def submit(self, frames: np.ndarray) -> Pending:
+    def submit(self, frames: np.ndarray, parallel: int = 1) -> Pending:
         """Start translating `frames`; returns the `Pending` result. With a backend that infers asynchronously
         (`Backend.submit_frames`) this returns while the model runs (`Pending.running`), so the caller can hand
-        on the previous result meanwhile (`video.convert_video`, `live_stages.TranslateStage`); the infer stage
-        is timed from when the model could start it (submitted, and the one before done) to when its result
-        was collected."""
+        on the previous result meanwhile (`video.convert_video`); the infer stage is timed from when the model
+        could start it (submitted, and the one before done) to when its result was collected. `parallel` 2: the
+        caller keeps two batches in flight for throughput, so they may run side by side (OpenVINO's streams)."""
         n = len(frames)
         with timed(self.times, "preprocess", n):
             resized, plan = resize_to_plan(frames, self.size)  # (b, H, W, 3) uint8
         h, w = plan.resized
         if self.backend.fuses_frames and plan.padded == plan.resized and fits_at_once(self.backend, n, h, w):
+            # two batches side by side only where the memory of both fits (tiling's estimate)
+            parallel = parallel if parallel > 1 and fits_at_once(self.backend, n * parallel, h, w) else 1
             submitted = time.perf_counter()
-            pending = self.backend.submit_frames(resized)  # OpenVINO: uint8 frames in and out, converted in-graph
+            pending = self.backend.submit_frames(resized, parallel)  # OpenVINO: uint8 frames in and out, in-graph
 
             def result() -> np.ndarray:
                 y = pending()

@@ -236,8 +236,9 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
                         ended = True
                         break
                     items.append(item)
-                # start this batch before handing on the last, so the model runs while that is done
-                started = (items, translator.submit(np.stack([it[0] for it in items]))) if items else None
+                # start this batch before handing on the last, so the model runs while that is done; with two in
+                # flight they may run side by side (OpenVINO: two CPU streams; BENCHMARKS.md "Two streams")
+                started = (items, translator.submit(np.stack([it[0] for it in items]), parallel=2)) if items else None
                 if pending:
                     _hand_on(q_out, *pending, encoder)
                 pending = started

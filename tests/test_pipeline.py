@@ -48,9 +48,9 @@ class _FusingSpy:
         self.calls.append("infer")
         return self.inner.infer(x)
 
-    def submit_frames(self, frames):
+    def submit_frames(self, frames, parallel=1):
         self.calls.append("submit_frames")
-        return self.inner.submit_frames(frames)
+        return self.inner.submit_frames(frames, parallel)
 
 
 def test_a_backend_that_converts_frames_itself_gets_uint8_frames(backend):
@@ -83,6 +83,26 @@ def test_openvino_runs_one_batch_while_the_last_is_collected(openvino_backend, b
     # and the same as the tensor path on the torch backend, to the rounding of f32 arithmetic
     torch_out = FrameTranslator(backend, None)(a)
     assert np.abs(FrameTranslator(openvino_backend, None)(a).astype(int) - torch_out).max() <= 1
+
+
+def test_openvino_runs_two_batches_side_by_side_when_asked(openvino_backend):
+    # video.convert_video keeps two batches in flight and asks for throughput (parallel=2): on two CPU streams
+    # they run at once, each on its own thread, with the results of the one-stream (LATENCY) compile
+    from rtstyle.formats.openvino import streams_for
+
+    assert streams_for(2, threads=1) == 1 and streams_for(1) == 1 and streams_for(8, threads=3) == 3
+    rng = np.random.default_rng(4)
+    a, b = (rng.integers(0, 256, (1, 32, 48, 3), dtype=np.uint8) for _ in range(2))
+    expected = [openvino_backend.infer_frames(f) for f in (a, b)]
+    first, second = openvino_backend.submit_frames(a, 2), openvino_backend.submit_frames(b, 2)
+    got = [first(), second()]
+    for g, e in zip(got, expected):
+        assert np.abs(g.astype(int) - e).max() <= 1  # f32 sums in another order on one thread
+    streams = {key[-1]: r for key, r in openvino_backend.requests.items() if key[1]}  # the uint8-frames compiles
+    assert set(streams) == {1, streams_for(2)}
+    if streams_for(2) == 2:  # a machine with two cores or more for this process
+        compiled = streams[2].pool[0].get_compiled_model()
+        assert int(compiled.get_property("NUM_STREAMS")) == 2
 
 
 @pytest.mark.parametrize("batch,engine", [(1, "torch"), (3, "torch"), (1, "openvino"), (3, "openvino")])

@@ -57,10 +57,12 @@ class Backend:
         """uint8 RGB (b, h, w, 3), h and w multiples of 4 -> the translated uint8 frames, same shape."""
         return tensor_to_frames(self.infer(frames_to_tensor(frames)))
 
-    def submit_frames(self, frames: np.ndarray) -> Pending:
+    def submit_frames(self, frames: np.ndarray, parallel: int = 1) -> Pending:
         """`infer_frames` in two halves: start it, and return the `Pending` result. A backend with
         asynchronous inference (OpenVINO's infer requests) returns at once, so the caller can hand over the
-        previous result while this one runs; here it is computed before returning. At most two outstanding."""
+        previous result while this one runs; here it is computed before returning. At most two outstanding.
+        `parallel` 2 says the caller keeps two in flight and wants throughput, not one frame's latency
+        (OpenVINO then runs them side by side on two CPU streams)."""
         out = self.infer_frames(frames)
         return Pending(lambda: out)
 

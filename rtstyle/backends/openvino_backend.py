@@ -18,7 +18,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, load_openvino_model
+from ..formats.openvino import (OV_PRECISION, Requests, compile_cpu, cpu_capabilities, load_openvino_model,
+                                streams_for)
 from .base import Backend, BackendUnavailable, Pending
 
 
@@ -60,17 +61,20 @@ class OpenVinoBackend(Backend):
         # A fixed-size IR is compiled for its static shape, once per batch size seen (faster kernels than a
         # dynamic compile: 15% for the int8 generator here); a dynamic IR is compiled once.
         self.model, self.hint, self.threads = model, hint, threads
-        self.requests: dict[tuple[int | None, bool], Requests] = {}
+        self.requests: dict[tuple[int | None, bool, int], Requests] = {}
         self._request(None if meta.dynamic else 1)
 
-    def _request(self, batch: int | None, frames: bool = False) -> Requests:
-        """The infer requests compiled for `batch` (None: the dynamic IR), taking uint8 frames or not."""
-        if (batch, frames) not in self.requests:
+    def _request(self, batch: int | None, frames: bool = False, parallel: int = 1) -> Requests:
+        """The infer requests compiled for `batch` (None: the dynamic IR), taking uint8 frames or not, for
+        `parallel` requests at once (`Backend.submit_frames`)."""
+        streams = streams_for(parallel, self.threads)
+        key = (batch, frames, streams)
+        if key not in self.requests:
             shape = None if batch is None else (batch, self.meta.info.config.input_nc, self.meta.height,
                                                  self.meta.width)
-            self.requests[(batch, frames)] = Requests(compile_cpu(self.model, self.hint, shape, self.threads,
-                                                                  frames=frames))
-        return self.requests[(batch, frames)]
+            self.requests[key] = Requests(compile_cpu(self.model, self.hint, shape, self.threads, frames=frames,
+                                                      streams=streams))
+        return self.requests[key]
 
     def describe(self) -> str:
         return f"openvino {self.precision} on CPU ({self.path.name}, {self.note})"
@@ -83,10 +87,10 @@ class OpenVinoBackend(Backend):
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
         return self.submit_frames(frames)()
 
-    def submit_frames(self, frames: np.ndarray) -> Pending:
+    def submit_frames(self, frames: np.ndarray, parallel: int = 1) -> Pending:
         b, h, w, _ = frames.shape
         self.meta.check_input((b, self.meta.info.config.input_nc, h, w))
-        wait, result = self._request(None if self.meta.dynamic else b, frames=True).start(frames)
+        wait, result = self._request(None if self.meta.dynamic else b, True, parallel).start(frames)
         return Pending(result, wait)
 
 

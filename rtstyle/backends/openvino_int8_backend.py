@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from ..formats.metadata import ArtifactError
-from ..formats.openvino import OV_PRECISION, Requests, compile_cpu, cpu_capabilities, import_openvino, openvino_core
+from ..formats.openvino import (OV_PRECISION, Requests, compile_cpu, cpu_capabilities, import_openvino, openvino_core,
+                                streams_for)
 from ..transforms import MULTIPLE
 from ..weights import load_model
 from .base import Backend, Pending
@@ -179,17 +180,20 @@ class OpenVinoInt8Backend(Backend):
         when = "in the background once a size recurs" if self.background else "on first use"
         return f"openvino int8 on CPU ({self.path.name}; built per input size {when}, then cached)"
 
-    def _request(self, b: int, h: int, w: int, frames: bool = False) -> Requests:
-        """The infer requests for a batch of `b` inputs of `h` x `w`: the model that runs that size now."""
+    def _request(self, b: int, h: int, w: int, frames: bool = False, parallel: int = 1) -> Requests:
+        """The infer requests for a batch of `b` inputs of `h` x `w`: the model that runs that size now, for
+        `parallel` requests at once (`Backend.submit_frames`)."""
         c = self.info.config.input_nc
         if h % MULTIPLE or w % MULTIPLE:
             raise ArtifactError(f"expected input (b, {c}, h, w) with h and w multiples of {MULTIPLE}, got "
                                 f"{(b, c, h, w)}")
         self.seen[(h, w)] += 1
         model, final = self._model((h, w))
-        key = (b, h, w, final, frames)
+        streams = streams_for(parallel, self.threads)
+        key = (b, h, w, final, frames, streams)
         if key not in self.requests:
-            self.requests[key] = Requests(compile_cpu(model, self.rest, (b, c, h, w), self.threads, frames=frames))
+            self.requests[key] = Requests(compile_cpu(model, self.rest, (b, c, h, w), self.threads, frames=frames,
+                                                      streams=streams))
         return self.requests[key]
 
     def infer(self, x: torch.Tensor) -> torch.Tensor:  # (b, 3, h, w) float32 -> same
@@ -201,9 +205,9 @@ class OpenVinoInt8Backend(Backend):
     def infer_frames(self, frames: np.ndarray) -> np.ndarray:  # (b, h, w, 3) uint8 -> same, converted in-graph
         return self.submit_frames(frames)()
 
-    def submit_frames(self, frames: np.ndarray) -> Pending:
+    def submit_frames(self, frames: np.ndarray, parallel: int = 1) -> Pending:
         b, h, w, _ = frames.shape
-        wait, result = self._request(b, h, w, frames=True).start(frames)
+        wait, result = self._request(b, h, w, True, parallel).start(frames)
         return Pending(result, wait)
 
 

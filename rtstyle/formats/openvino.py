@@ -70,9 +70,25 @@ def cpu_capabilities() -> set[str]:
     return capabilities if cpu_features().bf16 else capabilities - {"BF16"}
 
 
+def streams_for(parallel: int, threads: int | None = None) -> int:
+    """CPU streams for `parallel` requests at once: one each, while every stream keeps a thread of its own
+    (`threads`, or the cores this process may use). One stream of every thread is the LATENCY compile.
+
+    Two single-thread streams beat one stream of two threads for a file conversion on this project's 2-core
+    CPUs (BENCHMARKS.md, "Two streams for a file"): a thread of a one-stream inference that the decoder or
+    encoder preempts holds up the other at every layer's barrier, where two streams only slow one frame.
+    """
+    import os
+
+    cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, min(parallel, cores))
+
+
 def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads: int | None = None,
-                frames: bool = False):
-    """Compile for the CPU with the LATENCY hint (one stream, every thread on one request: batch-1 video).
+                frames: bool = False, streams: int = 1):
+    """Compile for the CPU: with the LATENCY hint (one stream, every thread on one request: a live frame), or,
+    with `streams` > 1, that many streams sharing the threads, so as many requests run side by side (a file
+    conversion with batches in flight, whose throughput is what counts, not one frame's latency).
 
     `hint` is OpenVINO's INFERENCE_PRECISION_HINT ("f32", "bf16"); `shape` reshapes a copy of the model to
     that static input shape first (faster kernels for int8 IRs; the IR on disk keeps its own shape), given
@@ -86,7 +102,11 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
         model.reshape(list(shape))
     if frames:
         model = frames_io(model)
-    config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    config = {"INFERENCE_PRECISION_HINT": hint}
+    if streams > 1:
+        config["NUM_STREAMS"] = streams
+    else:
+        config["PERFORMANCE_HINT"] = "LATENCY"
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
     return core.compile_model(model, "CPU", config)
@@ -95,7 +115,8 @@ def compile_cpu(model, hint: str, shape: tuple[int, ...] | None = None, threads:
 class Requests:
     """Two infer requests of one compiled model, used in turn, so one can run (`start`) while the caller fills
     the next: with the LATENCY hint they run one after the other on every thread, and the Python work between
-    two frames (queues, batching, hand-offs) overlaps the inference instead of adding to it."""
+    two frames (queues, batching, hand-offs) overlaps the inference instead of adding to it; compiled with two
+    streams (`compile_cpu(streams=2)`) they run side by side, each on its share of the threads."""
 
     def __init__(self, compiled) -> None:
         self.pool = [compiled.create_infer_request() for _ in range(2)]
