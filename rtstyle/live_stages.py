@@ -70,8 +70,8 @@ class TranslateStage(threading.Thread):
     translated, finished and handed on before the next is read, so the frame read is the newest one when the
     model is free. Starting the next frame before collecting the last, so that an asynchronous backend
     (OpenVINO's infer requests) runs while the last is resized back, blended and handed on, was measured and
-    not kept: on a 2-core CPU whose inference fills both cores it gained 1% of live fps and cost 2-6 ms of
-    latency (`benchmarks/live_overlap.py`, BENCHMARKS.md "The live loop").
+    not kept: on a 2-core CPU whose inference fills both cores it gained 1-6% of live fps and cost 2-6 ms of
+    latency (`benchmarks/live_overlap.py`, BENCHMARKS.md "Overlapping the next frame's inference").
     """
 
     def __init__(self, source: Source, start: Callable[[np.ndarray, float], Pending], read_timeout: float) -> None:

@@ -237,7 +237,7 @@ def convert_video(src: Path, dst: Path, translator: FrameTranslator, *, batch: i
                         break
                     items.append(item)
                 # start this batch before handing on the last, so the model runs while that is done; with two in
-                # flight they may run side by side (OpenVINO: two CPU streams; BENCHMARKS.md "Two streams")
+                # flight they may run side by side (OpenVINO: two CPU streams, `formats.openvino.streams_for`)
                 started = (items, translator.submit(np.stack([it[0] for it in items]), parallel=2)) if items else None
                 if pending:
                     _hand_on(q_out, *pending, encoder)

@@ -75,8 +75,9 @@ def streams_for(parallel: int, threads: int | None = None) -> int:
     (`threads`, or the cores this process may use). One stream of every thread is the LATENCY compile.
 
     Two single-thread streams beat one stream of two threads for a file conversion on this project's 2-core
-    CPUs (BENCHMARKS.md, "Two streams for a file"): a thread of a one-stream inference that the decoder or
-    encoder preempts holds up the other at every layer's barrier, where two streams only slow one frame.
+    CPUs (BENCHMARKS.md, "Zen 4 again, and two CPU streams for a file"): a thread of a one-stream inference
+    that the decoder or encoder preempts holds up the other at every layer's barrier, where two streams only
+    slow one frame.
     """
     import os
 
