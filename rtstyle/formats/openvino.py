@@ -11,6 +11,7 @@ accuracy and a format never imports a backend. openvino is imported inside the f
 from __future__ import annotations
 
 import functools
+import os
 import re
 import warnings
 from pathlib import Path
@@ -79,8 +80,6 @@ def streams_for(parallel: int, threads: int | None = None) -> int:
     that the decoder or encoder preempts holds up the other at every layer's barrier, where two streams only
     slow one frame.
     """
-    import os
-
     cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return max(1, min(parallel, cores))
 
