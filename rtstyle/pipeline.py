@@ -95,15 +95,14 @@ class FrameTranslator:
             submitted = time.perf_counter()
             pending = self.backend.submit_frames(resized, parallel)  # OpenVINO: uint8 frames in and out, in-graph
 
-            def result() -> np.ndarray:
-                y = pending()
+            def result(y: np.ndarray) -> np.ndarray:
                 done = time.perf_counter()
                 self.times.add("infer", done - max(submitted, self._done), n)
                 self._done = done
                 with timed(self.times, "postprocess", n):
                     return resize_frames(y, *plan.source)
 
-            return Pending(result, pending.wait if pending.running else None)
+            return pending.then(result)
         with timed(self.times, "preprocess", 0):  # the same frames: counted once above
             x, _ = pad_to_multiple(frames_to_tensor(resized))  # (b, 3, H, W) float32 in [-1, 1]
         with timed(self.times, "infer", n):

@@ -171,9 +171,6 @@ class Blender:
     def __post_init__(self) -> None:
         self._prev: np.ndarray | None = None
 
-    def reset(self) -> None:
-        self._prev = None
-
     def __call__(self, translated: np.ndarray, motion: Motion) -> np.ndarray:
         prev = self._prev
         if motion.cut or prev is None or prev.shape != translated.shape or motion.flow is None:
@@ -213,13 +210,5 @@ class Stabilizer:
     def cuts(self) -> int:
         return self.motion.cuts
 
-    def reset(self) -> None:
-        self.motion.reset()
-        self.blender.reset()
-
     def __call__(self, rgb: np.ndarray, translated: np.ndarray) -> np.ndarray:
         return self.blender(translated, self.motion(rgb))
-
-    def reuse(self, rgb: np.ndarray) -> np.ndarray | None:
-        """A skipped frame: the previous output moved along the flow to `rgb` (None before any output)."""
-        return self.blender.reuse(self.motion(rgb))

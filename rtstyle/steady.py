@@ -89,10 +89,11 @@ class SteadyTranslator:
         """Start on `rgb`; the `Pending` output is `running` while an asynchronous backend translates it.
 
         Frames must be started, and their results collected, in order; the next frame may be started before
-        the last one's result is collected (`live_stages.TranslateStage` does, so the model runs while the
-        last output is resized, blended and handed on). So everything that depends on the previous output (the
-        blend, a skipped frame's reuse) happens when a result is collected, and every use of the input-side
-        state (the flow, its reset after a stall) goes through the one flow thread in order.
+        the last one's result is collected, so the model runs while the last output is resized, blended and
+        handed on (`benchmarks/live_overlap.py` measures that; `live_stages.TranslateStage` collects each at
+        once). So everything that depends on the previous output (the blend, a skipped frame's reuse) happens
+        when a result is collected, and every use of the input-side state (the flow, its reset after a stall)
+        goes through the one flow thread in order.
         """
         stalled = (captured_at is not None and self._last_at is not None
                    and captured_at - self._last_at > self.stall_seconds)
@@ -116,15 +117,15 @@ class SteadyTranslator:
             self.similar.remember(rgb)
         self._translated = True
 
-        def result() -> np.ndarray:
-            out = translated()[0]  # (h, w, 3)
+        def result(frames: np.ndarray) -> np.ndarray:
+            out = frames[0]  # (h, w, 3)
             if motion is not None:
                 with timed(self.translator.times, "stabilize"):  # what is left to wait for of the flow, + the blend
                     out = self.stabilizer.blender(out, motion.result())
             self._last_out = out
             return out
 
-        return Pending(result, translated.wait if translated.running else None)
+        return translated.then(result)
 
     def _start_flow(self, rgb: np.ndarray, reset: bool):
         if self._flow is None:

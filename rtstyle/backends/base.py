@@ -36,6 +36,10 @@ class Pending:
     def __call__(self) -> Any:
         return self._result()
 
+    def then(self, finish: Callable[[Any], Any]) -> "Pending":
+        """The `Pending` of `finish(this result)`: ready, and running, when this one is."""
+        return Pending(lambda: finish(self()), self._wait)
+
 
 class Backend:
     name = "base"

@@ -80,6 +80,8 @@ def streams_for(parallel: int, threads: int | None = None) -> int:
     that the decoder or encoder preempts holds up the other at every layer's barrier, where two streams only
     slow one frame.
     """
+    if parallel <= 1:  # every live frame and bare call asks: no system call for it
+        return 1
     cores = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return max(1, min(parallel, cores))
 
