@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .bench_live import BusyCores, bare_fps, bare_frames, live_record
+from .bench_live import BusyCores, bare_fps, bare_frames, live_record, median_round
 from .backends import BACKENDS, PRECISIONS, Backend, BackendOptions, create_backend
 from .backends.select import Environment, probe
 from .cpu import cpu_features
@@ -177,8 +177,7 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
                                      FrameTranslator(backend, short_side), batch=batch, overwrite=True,
                                      stabilize=stabilize, preset=preset))
         bares.append(bare_fps(backend.infer, x, bare_seconds))
-    ratios = [result.fps / ((bares[i] + bares[i + 1]) / 2) for i, result in enumerate(results)]
-    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]  # the median round
+    middle, ratios = median_round([result.fps for result in results], bares)
     result, bare = results[middle], (bares[middle] + bares[middle + 1]) / 2
     stages = result.times.ms_per_frame()
     extra = bare_frames(backend, np.stack([frame] * batch), short_side, bare_seconds)  # what the conversion ran
@@ -220,7 +219,8 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
             warmup: int = 2, rounds: int = 5, per_round: int = 2, video: Path | None = None, e2e_frames: int = 0,
             settle: int = 1, stabilize: StabilizeOptions | None = None, preset: str = "auto", video_rounds: int = 1,
             bare_seconds: float = 8.0, log: Callable[[str], None] = lambda m: None, busy: int = 0,
-            live: str | None = None, live_seconds: float = 10.0, compare: str | None = None) -> list[Record]:
+            live: str | None = None, live_seconds: float = 10.0, live_rounds: int = 1,
+            compare: str | None = None) -> list[Record]:
     """Measure every variant at one (size, batch), interleaved; the first record is the eager fp32 baseline.
 
     With `compare` (a second model, e.g. a teacher's distilled student), every variant of that model is timed
@@ -311,9 +311,10 @@ def measure(model: str, variants: list[str], size: tuple[int, int], batch: int, 
                     + (f", stabilize {stabilize.strength:g}" if stabilize else ""))
     lives = {}
     for entry in backends if live else ():
-        log(f"{label(entry)}: the live loop on {live} for {live_seconds:g} s")
+        log(f"{label(entry)}: the live loop on {live} for {live_seconds:g} s"
+            + (f", {live_rounds} rounds" if live_rounds > 1 else ""))
         lives[entry] = live_record(backends[entry], live, min(size), live_seconds, bare_seconds, log=log,
-                                     stabilize=stabilize)
+                                   stabilize=stabilize, rounds=live_rounds)
         frames_fps = lives[entry].get("bare_frames_fps")
         log(f"{label(entry)}: live {lives[entry]['live_fps']:.2f} fps, bare {lives[entry]['bare_fps']:.2f} fps"
             + (f" ({frames_fps:.2f} on uint8 frames)" if frames_fps else "")
@@ -457,6 +458,9 @@ class BenchmarkSettings:
         "metavar": "SOURCE", "help": "also run the live loop on this source (camera, stream or file; a file plays "
                                      "as fast as the loop takes it): live fps, latency p50/p95, bare fps"})
     live_seconds: float = field(default=10.0, metadata={"help": "how long --live runs per variant"})
+    live_rounds: int = field(default=1, metadata={
+        "help": "live loops per variant, each between two bare timings; the median live/bare is reported (a "
+                "noisy machine: 5)"})
     stabilize: float | None = stabilize_option()  # as `cli.py video` and `webcam`: for --video and --live
     preset: str = preset_option()  # as `cli.py video`: for --video
     json: Path | None = field(default=None, metadata={
@@ -477,10 +481,10 @@ class BenchmarkSettings:
 
     def check(self) -> tuple[list[tuple[int, int]], list[int]]:
         """(sizes, batches), or a UserError saying which setting is wrong."""
-        if (min(self.rounds, self.per_round, self.video_rounds) < 1 or min(self.warmup, self.settle, self.busy) < 0
-                or self.live_seconds <= 0):
-            raise UserError("--rounds, --per-round and --video-rounds must be at least 1, --warmup, --settle and "
-                            "--busy at least 0, --live-seconds above 0")
+        if (min(self.rounds, self.per_round, self.video_rounds, self.live_rounds) < 1
+                or min(self.warmup, self.settle, self.busy) < 0 or self.live_seconds <= 0):
+            raise UserError("--rounds, --per-round, --video-rounds and --live-rounds must be at least 1, --warmup, "
+                            "--settle and --busy at least 0, --live-seconds above 0")
         sizes = [parse_hw(s.strip(), "--sizes") for s in self.sizes.split(",")]
         try:
             batches = [int(b) for b in self.batch.split(",")]
@@ -522,6 +526,7 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
                                settle=settings.settle, stabilize=stabilize, preset=settings.preset,
                                video_rounds=settings.video_rounds,
                                busy=settings.busy, live=settings.live, live_seconds=settings.live_seconds,
+                               live_rounds=settings.live_rounds,
                                compare=settings.compare)
     document = {"command": command, "machine": machine | {"load_average_end": machine_info()["load_average"]},
                 "settings": {"rounds": settings.rounds, "per_round": settings.per_round, "warmup": settings.warmup,
@@ -529,7 +534,8 @@ def run_benchmark(model: str, settings: BenchmarkSettings, log: Callable[[str], 
                              "device": settings.device, "video": str(settings.video) if settings.video else None,
                              "video_frames": settings.video_frames if settings.video else None,
                              "video_rounds": settings.video_rounds if settings.video else None,
-                             "busy": settings.busy, "live": settings.live, "baseline": BASELINE,
+                             "busy": settings.busy, "live": settings.live,
+                             "live_rounds": settings.live_rounds if settings.live else None, "baseline": BASELINE,
                              "compare": settings.compare},
                 "records": as_dicts(records)} | ({"comparison": comparison(records)} if settings.compare else {})
     return records, document

@@ -242,13 +242,22 @@ def test_busy_cores_spin_only_inside_the_block():
         assert idle.procs == []
 
 
+def test_median_round_pairs_each_round_with_the_bare_timings_around_it():
+    """A machine that speeds up between rounds: against a bare figure taken once, the last round would look 3x
+    better than the first; against its neighbours each round is within 1.0-1.33."""
+    from rtstyle.bench_live import median_round
+
+    middle, ratios = median_round([10.0, 20.0, 30.0], [10.0, 10.0, 20.0, 30.0])
+    assert ratios == pytest.approx([1.0, 20 / 15, 30 / 25]) and middle == 2  # the median ratio, 1.2
+
+
 def test_measure_with_a_busy_core_and_the_live_loop(tiny_model_path, tmp_path):
     """--busy times each round idle and busy; --live runs the live loop on a real clip next to the bare fps."""
     from media_helpers import make_clip
 
     clip = make_clip(tmp_path / "live.mp4", frames=12)
     records = measure(str(tiny_model_path), ["torch:fp32"], (32, 32), 1, device="cpu", warmup=0, rounds=2,
-                      per_round=1, busy=1, live=str(clip), live_seconds=30.0, bare_seconds=0.1)
+                      per_round=1, busy=1, live=str(clip), live_seconds=30.0, bare_seconds=0.1, live_rounds=3)
     busy, live = records[0].extra["busy"], records[0].extra["live"]
     assert busy["cores"] == 1 and busy["ms_median"] > 0 and busy["busy_vs_idle"] > 0
     assert records[0].timed_calls == 2  # the idle rounds only: the busy ones are reported apart
@@ -256,6 +265,12 @@ def test_measure_with_a_busy_core_and_the_live_loop(tiny_model_path, tmp_path):
     assert 0 < live["latency_median_ms"] <= live["latency_p95_ms"]
     assert live["live_fps"] > 0 and live["bare_fps"] > 0
     assert live["live_vs_bare"] == pytest.approx(live["live_fps"] / live["bare_fps"])
+    # three live loops, each between two bare timings: the median round's figures, every round's ratio
+    rounds, bares = live["live_vs_bare_rounds"], live["bare_fps_rounds"]
+    assert len(rounds) == 3 and len(bares) == 4 and live["live_vs_bare"] == sorted(rounds)[1]
+    i = rounds.index(live["live_vs_bare"])
+    assert live["bare_fps"] == pytest.approx((bares[i] + bares[i + 1]) / 2) and live["live_fps_rounds"][i] == live["live_fps"]
+    assert live["stage_ms_per_frame"]["infer"] > 0
     assert "bare_frames_fps" not in live  # torch converts with the pure transforms: one bare figure
 
 
@@ -273,3 +288,13 @@ def test_live_record_of_a_backend_that_converts_frames_in_its_graph(tiny_model_p
     live = live_record(backend, str(make_clip(tmp_path / "live.mp4", frames=6)), 32, seconds=30, bare_seconds=0.1)
     assert live["frames"] == 6 and live["bare_fps"] > 0 and live["bare_frames_fps"] > 0
     assert calls and all(shape[:2] == (1, 32) and shape[3] == 3 for shape in calls)  # short side 32, RGB
+
+
+@pytest.mark.parametrize("setting", [{"live_rounds": 0}, {"video_rounds": 0}, {"live_seconds": 0.0}])
+def test_benchmark_settings_refuse_rounds_below_one(setting):
+    from rtstyle.benchmark import BenchmarkSettings
+    from rtstyle.errors import UserError
+
+    with pytest.raises(UserError, match="--live-rounds must be at least 1"):
+        BenchmarkSettings(**setting).check()
+    BenchmarkSettings(live_rounds=5).check()  # accepted
