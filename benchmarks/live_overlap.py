@@ -10,6 +10,11 @@ frame k is resized back, blended and handed on; `steady.SteadyTranslator.start` 
 the stabiliser and the similarity filter. It was measured here and not kept (BENCHMARKS.md). Both run `live.run_live` headless in one process on one backend, alternating within each round (which goes
 first alternates too), so the machine's drift hits both alike; the figure to quote is the median of the
 per-round ratios overlapped / serial. `--stabilize` runs both with the stabiliser at that strength.
+
+`--two-streams` makes the second variant two single-thread CPU streams with two frames in flight
+(`TwoStreamStage`: the next frame is read and started without waiting for the model, as the file conversion
+does, `formats.openvino.streams_for`), against the serial loop's one stream of every thread. Measured and not
+kept either: no more frames, twice the latency.
 """
 
 from __future__ import annotations
@@ -40,11 +45,13 @@ class OverlappedStage(TranslateStage):
     """Frame k+1 started before frame k's result is collected (at most two outstanding, as OpenVINO's two infer
     requests allow); k+1 is read once the model is done with k, so it is the newest frame then."""
 
+    wait_for_model = True
+
     def run(self) -> None:
         started: list[tuple[Captured, Pending]] = []  # results not collected yet, oldest first
         try:
             while not self.stop.is_set():
-                if started:
+                if started and self.wait_for_model:
                     started[0][1].wait()  # the model is free: the frame read next is the newest one
                 item = self.source.read(timeout=self.read_timeout)
                 if item is None:
@@ -66,10 +73,24 @@ class OverlappedStage(TranslateStage):
             self.out.close()
 
 
-def run(backend, source: str, size: int, seconds: float, stabilize, serial: bool) -> dict:
-    live.TranslateStage = TranslateStage if serial else OverlappedStage
+class TwoStreamStage(OverlappedStage):
+    """Two frames in flight, each started as soon as it is read (the oldest collected once two are out)."""
+
+    wait_for_model = False
+
+
+class TwoStreamTranslator(FrameTranslator):
+    """Every frame submitted as one of two in flight, so OpenVINO compiles two single-thread streams for it."""
+
+    def submit(self, frames, parallel: int = 1) -> Pending:
+        return super().submit(frames, parallel=2)
+
+
+def run(backend, source: str, size: int, seconds: float, stabilize, serial: bool, two_streams: bool = False) -> dict:
+    live.TranslateStage = TranslateStage if serial else TwoStreamStage if two_streams else OverlappedStage
+    translator = (TwoStreamTranslator if two_streams and not serial else FrameTranslator)(backend, size)
     try:
-        report = run_live(open_source(source, realtime=False, log=lambda m: None), FrameTranslator(backend, size),
+        report = run_live(open_source(source, realtime=False, log=lambda m: None), translator,
                           LiveOptions(size=size, show=False, duration=seconds, skip_similar=None),
                           log=lambda m: None, stabilize=stabilize)
     finally:
@@ -89,17 +110,20 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=5.0, help="live loop per variant per round")
     parser.add_argument("--stabilize", type=float, default=0.0)
+    parser.add_argument("--two-streams", action="store_true",
+                        help="the second variant: two single-thread streams, two frames in flight")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     backend = create_backend(args.model, BackendOptions(backend=args.backend, precision=args.precision), log=None)
     stabilize = stabilize_options(args.stabilize) if args.stabilize else None
-    run(backend, args.source, args.size, 1.0, stabilize, serial=False)  # builds/compiles the loop's shape
+    run(backend, args.source, args.size, 1.0, stabilize, serial=False, two_streams=args.two_streams)  # compiles
+    run(backend, args.source, args.size, 1.0, stabilize, serial=True)  # the loop's shape, both ways
     rounds = []
     for r in range(args.rounds):
         order = (True, False) if r % 2 == 0 else (False, True)
         got = {("serial" if serial else "overlapped"): run(backend, args.source, args.size, args.seconds, stabilize,
-                                                            serial) for serial in order}
+                                                            serial, args.two_streams) for serial in order}
         got["ratio"] = got["overlapped"]["fps"] / got["serial"]["fps"]
         rounds.append(got)
         print(f"round {r + 1}: serial {got['serial']['fps']:.1f} fps (p95 {got['serial']['latency_p95_ms']:.1f} ms), "
