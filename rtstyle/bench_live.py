@@ -73,13 +73,15 @@ def bare_frames(backend: Backend, frames: np.ndarray, size: int | None, seconds:
     return {"bare_frames_fps": bare_fps(backend.infer_frames, resized, seconds)}
 
 
-def median_round(fps: list[float], bares: list[float]) -> tuple[int, list[float]]:
-    """(index of the median round, every round's ratio) for `fps[i]` measured between `bares[i]` and
-    `bares[i + 1]`: each round against the mean of the two bare figures around it, so the ratio pairs what ran
-    side by side while the machine's speed drifts (on this project's shared hosts, bare fps has moved 30% between
-    calls seconds apart)."""
-    ratios = [f / ((bares[i] + bares[i + 1]) / 2) for i, f in enumerate(fps)]
-    return sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2], ratios
+def median_round(fps: list[float], bares: list[float]) -> tuple[int, list[float], float]:
+    """(index of the median round, every round's ratio, the median round's bare fps) for `fps[i]` measured
+    between `bares[i]` and `bares[i + 1]`: each round against the mean of the two bare figures around it, so the
+    ratio pairs what ran side by side while the machine's speed drifts (on this project's shared hosts, bare fps
+    has moved 30% between calls seconds apart)."""
+    around = [(bares[i] + bares[i + 1]) / 2 for i in range(len(fps))]
+    ratios = [f / bare for f, bare in zip(fps, around)]
+    middle = sorted(range(len(ratios)), key=ratios.__getitem__)[len(ratios) // 2]
+    return middle, ratios, around[middle]
 
 
 def live_record(backend: Backend, source: str, size: int | None, seconds: float = 10.0,
@@ -110,13 +112,14 @@ def live_record(backend: Backend, source: str, size: int | None, seconds: float 
             raise RuntimeError(f"--live {source}: no frame arrived ({report.ended})")
         reports.append(report)
         bares.append(bare_fps(backend.infer, x, bare_seconds))
-    middle, ratios = median_round([r.fps for r in reports], bares)
-    report, bare = reports[middle], (bares[middle] + bares[middle + 1]) / 2
+    fps = [r.fps for r in reports]
+    middle, ratios, bare = median_round(fps, bares)
+    report = reports[middle]
     extra = bare_frames(backend, sample.rgb, size, bare_seconds)
     latencies_ms = 1000 * np.asarray(report.latencies)
     return {"source": source, "realtime": realtime, "frames": report.frames, "seconds": report.seconds,
             "live_fps": report.fps, "bare_fps": bare, "live_vs_bare": ratios[middle],
-            "live_vs_bare_rounds": ratios, "bare_fps_rounds": bares, "live_fps_rounds": [r.fps for r in reports],
+            "live_vs_bare_rounds": ratios, "bare_fps_rounds": bares, "live_fps_rounds": fps,
             "latency_median_ms": float(np.median(latencies_ms)), "latency_p95_ms": float(np.percentile(latencies_ms, 95)),
             "translate_ms": 1000.0 / bare, "dropped": report.dropped, "skipped": report.skipped,
             "stage_ms_per_frame": report.times.ms_per_frame(),

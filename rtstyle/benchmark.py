@@ -177,8 +177,8 @@ def end_to_end(backend: Backend, clip: Path, short_side: int, batch: int, folder
                                      FrameTranslator(backend, short_side), batch=batch, overwrite=True,
                                      stabilize=stabilize, preset=preset))
         bares.append(bare_fps(backend.infer, x, bare_seconds))
-    middle, ratios = median_round([result.fps for result in results], bares)
-    result, bare = results[middle], (bares[middle] + bares[middle + 1]) / 2
+    middle, ratios, bare = median_round([result.fps for result in results], bares)
+    result = results[middle]
     stages = result.times.ms_per_frame()
     extra = bare_frames(backend, np.stack([frame] * batch), short_side, bare_seconds)  # what the conversion ran
     return {"processing": f"{plan.padded[0]}x{plan.padded[1]}", "frames": result.frames, "e2e_fps": result.fps,

@@ -247,8 +247,9 @@ def test_median_round_pairs_each_round_with_the_bare_timings_around_it():
     better than the first; against its neighbours each round is within 1.0-1.33."""
     from rtstyle.bench_live import median_round
 
-    middle, ratios = median_round([10.0, 20.0, 30.0], [10.0, 10.0, 20.0, 30.0])
+    middle, ratios, bare = median_round([10.0, 20.0, 30.0], [10.0, 10.0, 20.0, 30.0])
     assert ratios == pytest.approx([1.0, 20 / 15, 30 / 25]) and middle == 2  # the median ratio, 1.2
+    assert bare == pytest.approx(25.0)  # the bare figures around that round
 
 
 def test_measure_with_a_busy_core_and_the_live_loop(tiny_model_path, tmp_path):
